@@ -1,0 +1,40 @@
+//! `cargo xtask bench …`: benchmarks that print figures (never asserted).
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Full-ranking evaluation: scoring matmul (GFLOP/s) and top-K/metrics time, on the office shape by default.
+    Eval {
+        #[arg(long, default_value_t = 4874)]
+        users: usize,
+        #[arg(long, default_value_t = 2406)]
+        items: usize,
+        #[arg(long, default_value_t = 256)]
+        dim: usize,
+        #[arg(long, default_value_t = 20)]
+        k: usize,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    match &args.what {
+        BenchWhat::Eval { users, items, dim, k, device, seed } => {
+            let device = crate::device::parse(device)?;
+            let report = mmkd_eval::bench::full_ranking(*users, *items, *dim, *k, &device, *seed)?;
+            println!("{report}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! `cargo xtask inspect --data DIR`: statistics and validation problems of a data set.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Data folder in the SGFD layout (train.csv, test.csv, …) or the MMRec layout (<name>.inter, …).
+    #[arg(long)]
+    pub data: PathBuf,
+}
+
+pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    let (dataset, features) = load_checked(&args.data)?;
+    println!("{}", dataset.stats());
+    if let Some(features) = &features {
+        for (name, dim) in features.names().iter().zip(features.dims()) {
+            println!(
+                "{:<28}{} × {}  ({})",
+                format!("features `{name}`"),
+                features.n_items(),
+                dim,
+                features.source(name)?.display()
+            );
+        }
+    } else {
+        println!("features                    none found");
+    }
+    if dataset.findings.is_empty() {
+        println!("validation                  no problems found");
+    } else {
+        println!("validation                  {} finding(s):", dataset.findings.len());
+        for f in &dataset.findings {
+            println!("  - {f}");
+        }
+    }
+    Ok(())
+}
+
+/// Loads and validates interactions, labels and features of `dir` (features checked against the item count).
+pub fn load_checked(
+    dir: &std::path::Path,
+) -> anyhow::Result<(mmkd_data::Dataset, Option<mmkd_features::FeatureStore>)> {
+    let dataset = mmkd_data::load(dir, &mmkd_data::LoadOptions::default())
+        .with_context(|| format!("invalid data set in {}", dir.display()))?;
+    let features = if dataset.feature_files.is_empty() {
+        None
+    } else {
+        Some(
+            mmkd_features::FeatureStore::load(&dataset.feature_files, Some(dataset.n_items))
+                .with_context(|| format!("invalid features in {}", dir.display()))?,
+        )
+    };
+    Ok((dataset, features))
+}

@@ -1,0 +1,43 @@
+//! `cargo xtask …`: the toolkit's orchestrator. It parses arguments and calls library code; it holds no math.
+
+mod bench;
+mod device;
+mod gen_data;
+mod inspect;
+mod logging;
+mod quickstart;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "Feature distillation for multimodal recommendation: data, training, reproduction.")]
+struct Args {
+    /// Log as JSON lines (for machines) instead of text; `RUST_LOG` sets the level (default `info`).
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a generated data set with planted semantics (SGFD layout) and its manifest.
+    GenData(gen_data::GenDataArgs),
+    /// Print a data set's statistics and every validation problem; exit non-zero if it is invalid.
+    Inspect(inspect::InspectArgs),
+    /// Benchmarks that print figures.
+    Bench(bench::BenchArgs),
+    /// The default job: generate the `office` preset if absent, check it, and rank with the baselines.
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    logging::init(args.json_logs);
+    match args.command {
+        Command::GenData(a) => gen_data::run(&a),
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Bench(a) => bench::run(&a),
+        Command::Quickstart(a) => quickstart::run(&a),
+    }
+}
