@@ -26,6 +26,27 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// One SGFD training step (teacher + student forward and backward, both modalities, AdamW update).
+    Sgfd {
+        /// Item rows per step (B').
+        #[arg(long, default_value_t = 2048)]
+        rows: usize,
+        /// Generic feature dims, one per modality.
+        #[arg(long, value_delimiter = ',', default_value = "4096,768")]
+        dims: Vec<usize>,
+        /// Extracted feature width d.
+        #[arg(long, default_value_t = 128)]
+        out_dim: usize,
+        #[arg(long, default_value_t = 54)]
+        labels: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -33,6 +54,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Eval { users, items, dim, k, device, seed } => {
             let device = crate::device::parse(device)?;
             let report = mmkd_eval::bench::full_ranking(*users, *items, *dim, *k, &device, *seed)?;
+            println!("{report}");
+        }
+        BenchWhat::Sgfd { rows, dims, out_dim, labels, reps, device, seed } => {
+            let device = crate::device::parse(device)?;
+            let report = mmkd_student_kd::bench::sgfd_step(&device, *rows, dims, *out_dim, *labels, *reps, *seed)?;
             println!("{report}");
         }
     }

@@ -6,6 +6,7 @@ mod gen_data;
 mod inspect;
 mod logging;
 mod quickstart;
+mod teacher;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Benchmarks that print figures.
     Bench(bench::BenchArgs),
+    /// Pretrain SGFD's teacher on the item labels alone and report held-out label accuracy.
+    Teacher(teacher::TeacherArgs),
     /// The default job: generate the `office` preset if absent, check it, and rank with the baselines.
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Quickstart(a) => quickstart::run(&a),
+        Command::Teacher(a) => teacher::run(&a),
     }
 }

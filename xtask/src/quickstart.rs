@@ -34,7 +34,7 @@ pub fn run(args: &QuickstartArgs) -> anyhow::Result<()> {
     if let Some(f) = &features {
         println!("features: {:?} with dims {:?}", f.names(), f.dims());
     }
-    let cfg = mmkd_eval::EvalConfig::default();
+    let cfg = eval_config(std::path::Path::new("configs/base.toml"))?;
     let pop = mmkd_eval::baselines::popularity(&dataset.train, &dataset.test, &cfg, &device)?;
     let random = mmkd_eval::baselines::random(&dataset.train, &dataset.test, &cfg, &device, args.seed)?;
     let test = mmkd_eval::paired_t_test(&pop.per_user["recall@20"], &random.per_user["recall@20"])?;
@@ -65,4 +65,28 @@ pub fn run(args: &QuickstartArgs) -> anyhow::Result<()> {
     mmkd_features::write_atomically(&path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
     println!("report: {}", path.display());
     Ok(())
+}
+
+/// The `[eval]` table of the base configuration, or the defaults when the file is absent.
+fn eval_config(path: &std::path::Path) -> anyhow::Result<mmkd_eval::EvalConfig> {
+    if !path.exists() {
+        return Ok(mmkd_eval::EvalConfig::default());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    match table.get("eval") {
+        Some(eval) => eval.clone().try_into().with_context(|| format!("{}: invalid [eval] table", path.display())),
+        None => Ok(mmkd_eval::EvalConfig::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shipped_base_config_parses() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/base.toml"));
+        let cfg = super::eval_config(path).unwrap();
+        assert_eq!(cfg.ks, vec![10, 20, 50]);
+        assert_eq!(cfg.ndcg, mmkd_eval::NdcgForm::Standard);
+    }
 }

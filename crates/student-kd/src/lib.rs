@@ -10,16 +10,20 @@
 //!   item's features, `extract(Some(rows), Train)` (or [`Sgfd::aux_losses`]) the weighted losses
 //!   `("kd", λ1·L_KD)` and `("ce", λ2·L_CE)` on the step's B' rows. [`build_extractor`] also covers the
 //!   vanilla extractor (`backbone_source = none`).
+//! - [`bench`](mod@bench) ([`sgfd_step`]): one SGFD training step, timed and counted in FLOPs
+//!   (`cargo xtask bench sgfd`).
 //!
 //! The teacher trains jointly (`teacher_mode = "joint"`, the reference) or is loaded pretrained and frozen
 //! (`"pretrained"`, from `mmkd_teacher::pretrain`).
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod losses;
 pub mod sgfd;
 pub mod student;
 
+pub use bench::{sgfd_step, SgfdStepBench};
 pub use config::{names, preset, BackboneSource, SgfdConfig, TeacherMode};
 pub use error::{Error, Result};
 pub use losses::{FdForm, LdForm};
