@@ -13,6 +13,7 @@ pub mod init;
 pub mod matrix;
 pub mod nn;
 pub mod store;
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use extractor::{select_rows, Extracted, FeatureExtractor, Mode, Projection, ProjectionConfig};

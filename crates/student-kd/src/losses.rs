@@ -101,27 +101,9 @@ pub fn combine(terms: &[Tensor], sum: bool) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var, D};
+    use candle_core::{Device, D};
 
-    /// Largest relative gap between candle's gradient of `f` at `x` (f64) and central finite differences
-    /// with step `eps`: |num − auto| / max(1, |num|) over every element of `x`.
-    fn grad_check(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Tensor, eps: f64) -> f64 {
-        let var = Var::from_tensor(x).unwrap();
-        let grads = f(var.as_tensor()).unwrap().backward().unwrap();
-        let auto: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let base: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
-        let eval =
-            |v: Vec<f64>| f(&Tensor::from_vec(v, x.shape(), x.device()).unwrap()).unwrap().to_scalar::<f64>().unwrap();
-        let mut worst = 0f64;
-        for i in 0..base.len() {
-            let (mut up, mut down) = (base.clone(), base.clone());
-            up[i] += eps;
-            down[i] -= eps;
-            let num = (eval(up) - eval(down)) / (2.0 * eps);
-            worst = worst.max((num - auto[i]).abs() / num.abs().max(1.0));
-        }
-        worst
-    }
+    use mmkd_features::testing::grad_check;
 
     fn t2(v: &[[f64; 3]; 2]) -> Tensor {
         Tensor::new(v, &Device::Cpu).unwrap()

@@ -138,16 +138,7 @@ impl Sgfd {
         if cfg.backbone_source == BackboneSource::None {
             return Err(Error::Config("backbone_source = none is the vanilla extractor: use build_extractor".into()));
         }
-        let n_items = features.n_items();
-        if features.n_modalities() == 0 {
-            return Err(Error::Mismatch("the feature store holds no modality".into()));
-        }
-        if labels.len() != n_items {
-            return Err(Error::Mismatch(format!(
-                "{} labels for {n_items} items: expected one label per item",
-                labels.len()
-            )));
-        }
+        let n_items = mmkd_teacher::check_items(features, labels)?;
         let names: Vec<String> = features.names().into_iter().map(str::to_owned).collect();
         let dims = features.dims();
         let inputs =

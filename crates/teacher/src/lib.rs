@@ -28,5 +28,7 @@ pub use extractor::DeepExtractor;
 pub use fusion::Fusion;
 pub use losses::Reduction;
 pub use model::{LabelLosses, Teacher, TeacherOutput};
-pub use pretrain::{load_teacher, pretrain, PretrainConfig, PretrainOutcome, PretrainReport, TeacherCheckpoint};
+pub use pretrain::{
+    check_items, load_teacher, pretrain, PretrainConfig, PretrainOutcome, PretrainReport, TeacherCheckpoint,
+};
 pub use widths::{layer_widths, TeacherDepth};

@@ -101,30 +101,9 @@ pub fn fce(fused_logits: &Tensor, labels: &Tensor, reduction: Reduction) -> Resu
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
-    /// Largest relative gap between candle's gradient of `f` at `x` (f64) and central finite differences
-    /// with step `eps`: |num − auto| / max(1, |num|) over every element of `x`.
-    pub(crate) fn grad_check(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Tensor, eps: f64) -> f64 {
-        let var = Var::from_tensor(x).unwrap();
-        let loss = f(var.as_tensor()).unwrap();
-        let grads = loss.backward().unwrap();
-        let auto: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let base: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
-        let eval = |v: Vec<f64>| -> f64 {
-            let t = Tensor::from_vec(v, x.shape(), x.device()).unwrap();
-            f(&t).unwrap().to_scalar::<f64>().unwrap()
-        };
-        let mut worst = 0f64;
-        for i in 0..base.len() {
-            let (mut up, mut down) = (base.clone(), base.clone());
-            up[i] += eps;
-            down[i] -= eps;
-            let num = (eval(up) - eval(down)) / (2.0 * eps);
-            worst = worst.max((num - auto[i]).abs() / num.abs().max(1.0));
-        }
-        worst
-    }
+    use mmkd_features::testing::grad_check;
 
     fn close(got: &Tensor, want: f64) {
         let got = got.to_scalar::<f64>().unwrap();

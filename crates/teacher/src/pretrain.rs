@@ -180,15 +180,9 @@ pub fn load_teacher(dir: &Path, device: &Device) -> Result<(Teacher, TeacherChec
     Ok((teacher, ckpt))
 }
 
-/// Trains the teachers of every modality in `features` (and the fusion classifier) on `labels` alone and
-/// reports their held-out accuracy. One modality is enough; fusion then is off.
-pub fn pretrain(
-    features: &FeatureStore,
-    labels: &Labels,
-    cfg: &PretrainConfig,
-    device: &Device,
-) -> Result<PretrainOutcome> {
-    cfg.validate()?;
+/// Checks that `features` hold at least one modality and that `labels` give one in-range class per item;
+/// returns the item count.
+pub fn check_items(features: &FeatureStore, labels: &Labels) -> Result<usize> {
     let n_items = features.n_items();
     if features.n_modalities() == 0 {
         return Err(Error::Mismatch("the feature store holds no modality".into()));
@@ -202,6 +196,19 @@ pub fn pretrain(
     if let Some(bad) = labels.per_item.iter().find(|&&c| c as usize >= labels.n_labels) {
         return Err(Error::Mismatch(format!("label class {bad} out of range for {} classes", labels.n_labels)));
     }
+    Ok(n_items)
+}
+
+/// Trains the teachers of every modality in `features` (and the fusion classifier) on `labels` alone and
+/// reports their held-out accuracy. One modality is enough; fusion then is off.
+pub fn pretrain(
+    features: &FeatureStore,
+    labels: &Labels,
+    cfg: &PretrainConfig,
+    device: &Device,
+) -> Result<PretrainOutcome> {
+    cfg.validate()?;
+    let n_items = check_items(features, labels)?;
     let (train, heldout) = split(n_items, cfg.heldout_fraction, cfg.seed)?;
     let modalities: Vec<String> = features.names().into_iter().map(str::to_owned).collect();
     let in_dims = features.dims();
