@@ -5,6 +5,8 @@
 
 pub mod error;
 pub mod graph;
+pub mod model;
 pub mod optim;
 
 pub use error::{Error, Result};
+pub use model::{Backbone, Dims, EpochCtx, EpochStats};
