@@ -1,12 +1,14 @@
 //! `cargo xtask …`: the toolkit's orchestrator. It parses arguments and calls library code; it holds no math.
 
 mod bench;
+mod config;
 mod device;
 mod gen_data;
 mod inspect;
 mod logging;
 mod quickstart;
 mod teacher;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,8 @@ enum Command {
     Teacher(teacher::TeacherArgs),
     /// The default job: generate the `office` preset if absent, check it, and rank with the baselines.
     Quickstart(quickstart::QuickstartArgs),
+    /// Train a backbone with early stopping on a layered configuration; write checkpoints and result.json.
+    Train(train::TrainArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(&a),
         Command::Quickstart(a) => quickstart::run(&a),
         Command::Teacher(a) => teacher::run(&a),
+        Command::Train(a) => train::run(&a),
     }
 }

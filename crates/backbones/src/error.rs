@@ -13,6 +13,20 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Features(#[from] mmkd_features::Error),
+    #[error(transparent)]
+    Data(#[from] mmkd_data::Error),
+    #[error(transparent)]
+    Eval(#[from] mmkd_eval::Error),
+    /// A checkpoint, state or result file that cannot be read or written.
+    #[error("cannot access {path}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint or training state that does not fit the model, the optimiser or each other.
+    #[error("{path}: {message}")]
+    Checkpoint { path: std::path::PathBuf, message: String },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -1,12 +1,18 @@
 //! Recommenders that take their item features from a [`mmkd_features::FeatureExtractor`], and what they share:
 //! sparse graph propagation ([`graph`]) and the optimisers of the reference codes ([`optim`]).
-//! The backbones themselves (GRCN, BM3, MAML, the CF baselines, the sequential models) and the trainer come
-//! with the next issues.
+//! Models: [`bm3`], [`grcn`], [`mf`] (BPR matrix factorisation) and [`pop`] (popularity); the trainer is
+//! [`train`]. MAML, the CF baselines and the sequential models come with the next issues.
 
+pub mod bm3;
 pub mod error;
 pub mod graph;
+pub mod grcn;
+pub mod mf;
 pub mod model;
 pub mod optim;
+pub mod pop;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use model::{Backbone, Dims, EpochCtx, EpochStats};
+pub use train::{train, Protocol, TrainConfig, TrainOutcome};

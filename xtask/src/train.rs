@@ -1,0 +1,265 @@
+//! `cargo xtask train --model M --data DIR --out DIR`: resolve the layered configuration ([`crate::config`]),
+//! load and check the data, build the model and its feature extractor, and run `mmkd_backbones::train`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use clap::{Args, ValueEnum};
+use mmkd_backbones::mf::Mf;
+use mmkd_backbones::pop::Popularity;
+use mmkd_backbones::train::{training_view, TrainOutcome};
+use mmkd_backbones::{Backbone, Dims};
+use mmkd_features::{FeatureExtractor, FeatureStore, Projection};
+use toml::Value;
+
+use crate::config::{Layers, RunConfig};
+
+/// The backbones `train` can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelKind {
+    /// Item popularity (no training).
+    Pop,
+    /// BPR matrix factorisation, optionally with item features.
+    Mf,
+    Bm3,
+    Grcn,
+}
+
+impl ModelKind {
+    /// The name of `configs/model/<name>.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pop => "pop",
+            Self::Mf => "mf",
+            Self::Bm3 => "bm3",
+            Self::Grcn => "grcn",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Backbone.
+    #[arg(long, value_enum)]
+    pub model: ModelKind,
+    /// Item-feature extractor: `vanilla` (one linear layer per modality, `[projection]`), `none` (ids only),
+    /// `sgfd` (`[sgfd]`) or an SGFD preset (sgfd_l, sgfd_f, sgfd_e, sgfd_s, vanilla_deep, …), which becomes
+    /// the base of `[sgfd]` under the config files and `--set`. `pop` uses none.
+    #[arg(long, default_value = "vanilla")]
+    pub extractor: String,
+    /// Data folder (SGFD or MMRec layout); its name picks `configs/dataset/<name>.toml`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A config file applied after `configs/{base,dataset/<name>,model/<model>}.toml`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override `KEY=VALUE` with a dotted key, e.g. `--set optim.lr=1e-2 --set train.criterion=ndcg@20`;
+    /// the value is read as TOML, else as a string. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Maximum epochs (`train.epochs`).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Folder of a pretrained SGFD teacher (`cargo xtask teacher`): `sgfd.teacher_mode = "pretrained"`.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Run seed (top-level `seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue the run in `--out` after its last finished epoch.
+    #[arg(long)]
+    pub resume: bool,
+    /// Output folder: config.toml, checkpoints, metrics.jsonl, result.json, test_per_user.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Folder of base.toml, dataset/ and model/.
+    #[arg(long, default_value = "configs")]
+    pub configs: PathBuf,
+}
+
+/// What `--extractor` names.
+#[derive(Debug, Clone, PartialEq)]
+enum ExtractorChoice {
+    None,
+    Vanilla,
+    /// `sgfd` or a preset name.
+    Sgfd(String),
+}
+
+impl ExtractorChoice {
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        Ok(match name {
+            "none" => Self::None,
+            "vanilla" => Self::Vanilla,
+            _ if mmkd_student_kd::names().contains(&name) => Self::Sgfd(name.to_string()),
+            _ => bail!(
+                "unknown --extractor `{name}`: expected none, vanilla or an SGFD preset ({})",
+                mmkd_student_kd::names().join(", ")
+            ),
+        })
+    }
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let device = crate::device::parse(&args.device)?;
+    let extractor = ExtractorChoice::parse(&args.extractor)?;
+    let data_name = args.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut flags = Vec::new();
+    if let Some(seed) = args.seed {
+        let seed = i64::try_from(seed).context("--seed must fit in an i64 for TOML")?;
+        flags.push(("seed".to_string(), Value::Integer(seed)));
+    }
+    if let Some(epochs) = args.epochs {
+        flags.push(("train.epochs".to_string(), Value::Integer(i64::try_from(epochs)?)));
+    }
+    if let Some(teacher) = &args.teacher {
+        if !matches!(extractor, ExtractorChoice::Sgfd(_)) {
+            bail!("--teacher needs --extractor sgfd or an SGFD preset, not `{}`", args.extractor);
+        }
+        flags.push(("sgfd.teacher_mode".to_string(), Value::String("pretrained".into())));
+        flags.push(("sgfd.teacher_checkpoint".to_string(), Value::String(teacher.display().to_string())));
+    }
+    let sgfd_base = match &extractor {
+        ExtractorChoice::Sgfd(name) => Some(mmkd_student_kd::preset(name)?),
+        _ => None,
+    };
+    let layers = Layers {
+        configs_dir: args.configs.clone(),
+        dataset: data_name,
+        model: args.model.name().to_string(),
+        sgfd_base,
+        file: args.config.clone(),
+        sets: args.set.clone(),
+        flags,
+    };
+    let (cfg, applied) = crate::config::resolve(&layers)?;
+    let applied: Vec<String> = applied.iter().map(|p| p.display().to_string()).collect();
+    tracing::info!(layers = %applied.join(" → "), "configuration");
+
+    let (dataset, features) = crate::inspect::load_checked(&args.data)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let text = format!(
+        "# Resolved configuration of `cargo xtask train --model {} --extractor {}` on {}.\n# Layers: {}.\n\n{}",
+        args.model.name(),
+        args.extractor,
+        args.data.display(),
+        if applied.is_empty() { "built-in defaults".to_string() } else { applied.join(" → ") },
+        toml::to_string(&cfg).context("serialising the configuration")?
+    );
+    let path = args.out.join("config.toml");
+    mmkd_features::write_atomically(&path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
+
+    // Models are built from the split the trainer trains on, so no validation item enters their graph.
+    let view = training_view(&dataset, &cfg.train);
+    let dims = Dims { n_users: view.n_users, n_items: view.n_items };
+    let vars = VarMap::new();
+    let vb = mmkd_features::seeded_var_builder(&vars, cfg.seed, DType::F32, &device);
+    let mut model: Box<dyn Backbone> = match args.model {
+        ModelKind::Pop => Box::new(Popularity::new(&view, &device)?),
+        ModelKind::Mf => {
+            let ex = build_extractor(&extractor, vb.pp("extractor"), &cfg, features, &dataset, &device)?;
+            Box::new(Mf::new(vb, &vars, &cfg.mf, dims, ex)?)
+        }
+        ModelKind::Bm3 => {
+            let ex = build_extractor(&extractor, vb.pp("extractor"), &cfg, features, &dataset, &device)?.context(
+                "--model bm3 takes its item features from an extractor: use --extractor vanilla, sgfd or a preset",
+            )?;
+            Box::new(mmkd_backbones::bm3::Bm3::new(vb, &vars, &cfg.bm3, dims, &view.train, ex, &device)?)
+        }
+        ModelKind::Grcn => {
+            let ex = build_extractor(&extractor, vb.pp("extractor"), &cfg, features, &dataset, &device)?.context(
+                "--model grcn takes its item features from an extractor: use --extractor vanilla, sgfd or a preset",
+            )?;
+            Box::new(mmkd_backbones::grcn::Grcn::new(vb, &vars, &cfg.grcn, dims, &view.train, ex, &device)?)
+        }
+    };
+    let outcome = mmkd_backbones::train(
+        model.as_mut(),
+        &dataset,
+        &cfg.train,
+        &cfg.optim,
+        &cfg.schedule,
+        &cfg.eval,
+        &args.out,
+        args.resume,
+        &device,
+    )
+    .with_context(|| format!("training {} into {}", args.model.name(), args.out.display()))?;
+    print_outcome(&outcome, &dataset.name, &args.out);
+    Ok(())
+}
+
+/// The extractor `choice` asks for, over the features normalised per `[data]`, under `vb`.
+fn build_extractor(
+    choice: &ExtractorChoice,
+    vb: VarBuilder,
+    cfg: &RunConfig,
+    features: Option<FeatureStore>,
+    dataset: &mmkd_data::Dataset,
+    device: &Device,
+) -> anyhow::Result<Option<Box<dyn FeatureExtractor>>> {
+    if *choice == ExtractorChoice::None {
+        return Ok(None);
+    }
+    let Some(mut features) = features else {
+        bail!("--extractor {choice:?} needs item features, but {} has none", dataset.dir.display());
+    };
+    features.normalize(cfg.data.normalization);
+    Ok(Some(match choice {
+        ExtractorChoice::Vanilla => Box::new(Projection::new(vb, &cfg.projection, &features, device)?),
+        _ => {
+            let Some(labels) = dataset.labels.as_ref() else {
+                bail!("SGFD needs item labels (MetaData_normal.npy), none found in {}", dataset.dir.display());
+            };
+            mmkd_student_kd::build_extractor(vb, &cfg.sgfd, &features, labels, device)?
+        }
+    }))
+}
+
+fn print_outcome(o: &TrainOutcome, data: &str, out: &std::path::Path) {
+    println!(
+        "{} on {} ({:?} protocol, selected on {} by {}): best epoch {} of {} run{}, {:.1}s",
+        o.model,
+        data,
+        o.protocol,
+        o.selected_on,
+        o.criterion,
+        o.best_epoch,
+        o.epochs_run,
+        if o.stopped_early { " (early stop)" } else { "" },
+        o.secs
+    );
+    let columns = ["recall@20", "ndcg@20", "precision@20", "hit@20", "mrr@20", "recall@50", "ndcg@50"];
+    println!("{:<8}{}", "split", columns.iter().map(|c| format!("{c:>14}")).collect::<String>());
+    let rows: &[(&str, &std::collections::BTreeMap<String, f64>)] =
+        if o.selected_on == "test" { &[("test", &o.test)] } else { &[("valid", &o.valid), ("test", &o.test)] };
+    for (name, summary) in rows {
+        let values: String =
+            columns.iter().map(|c| format!("{:>14.4}", summary.get(*c).copied().unwrap_or(f64::NAN))).collect();
+        println!("{name:<8}{values}");
+    }
+    println!(
+        "ndcg form {:?}; {} test users; result: {}",
+        o.ndcg_form,
+        o.n_test_users,
+        out.join("result.json").display()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extractor_names() {
+        assert_eq!(ExtractorChoice::parse("vanilla").unwrap(), ExtractorChoice::Vanilla);
+        assert_eq!(ExtractorChoice::parse("sgfd_l").unwrap(), ExtractorChoice::Sgfd("sgfd_l".into()));
+        assert!(ExtractorChoice::parse("sgfd_x").unwrap_err().to_string().contains("sgfd_l"));
+        assert_eq!(ModelKind::from_str("mf", false).unwrap(), ModelKind::Mf);
+    }
+}
