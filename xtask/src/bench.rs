@@ -10,6 +10,8 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchWhat {
+    /// Training and evaluation of backbones × extractors: seconds per epoch and per evaluation, peak memory.
+    Train(crate::bench_train::BenchTrainArgs),
     /// Full-ranking evaluation: scoring matmul (GFLOP/s) and top-K/metrics time, on the office shape by default.
     Eval {
         #[arg(long, default_value_t = 4874)]
@@ -51,6 +53,7 @@ pub enum BenchWhat {
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match &args.what {
+        BenchWhat::Train(a) => crate::bench_train::run(a)?,
         BenchWhat::Eval { users, items, dim, k, device, seed } => {
             let device = crate::device::parse(device)?;
             let report = mmkd_eval::bench::full_ranking(*users, *items, *dim, *k, &device, *seed)?;

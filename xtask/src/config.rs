@@ -3,8 +3,14 @@
 //! 2. `configs/base.toml`;
 //! 3. `configs/dataset/<data folder name>.toml`, if present;
 //! 4. `configs/model/<model>.toml`, if present;
-//! 5. `--config FILE`;
-//! 6. `--set key=value` (dotted keys; the value is read as TOML, else taken as a string), then the flags
+//! 5. `configs/dataset/<data folder name>/<model>.toml`, if present: a model's settings on one data set
+//!    (the reference README's per-dataset learning rates and SGFD weights);
+//! 6. when the data folder was written by the generator, `configs/generated/<model>.toml`: settings that the
+//!    generated data need where the authors' differ (e.g. a README learning rate that diverges on them);
+//! 7. with `train.protocol = "reference"` (from any layer): `configs/protocol/reference/<model>.toml`, the
+//!    selection rule of the model's reference code (criterion, patience, NDCG form, masking);
+//! 8. `--config FILE`;
+//! 9. `--set key=value` (dotted keys; the value is read as TOML, else taken as a string), then the flags
 //!    `--seed`, `--epochs` and `--teacher`.
 //!
 //! Layers are merged as TOML tables: a table merges key by key, any other value replaces the one below, and
@@ -42,6 +48,11 @@ pub struct RunConfig {
     pub mf: MfConfig,
     pub bm3: mmkd_backbones::bm3::Bm3Config,
     pub grcn: mmkd_backbones::grcn::GrcnConfig,
+    pub maml: mmkd_backbones::maml::MamlConfig,
+    pub neumf: mmkd_backbones::neumf::NeuMfConfig,
+    pub cml: mmkd_backbones::cml::CmlConfig,
+    pub ngcf: mmkd_backbones::ngcf::NgcfConfig,
+    pub dgcf: mmkd_backbones::dgcf::DgcfConfig,
     pub sgfd: SgfdConfig,
     pub projection: ProjectionConfig,
 }
@@ -63,6 +74,9 @@ pub struct Layers {
     pub dataset: String,
     /// Model name, as in `model/<model>.toml`.
     pub model: String,
+    /// Whether the data folder was written by the generator (`manifest.json` of `mmkd-synth`): then
+    /// `generated/<model>.toml` applies.
+    pub generated: bool,
     /// `[sgfd]` base from a preset, applied below every file.
     pub sgfd_base: Option<SgfdConfig>,
     /// `--config FILE`.
@@ -73,23 +87,52 @@ pub struct Layers {
     pub flags: Vec<(String, Value)>,
 }
 
+/// Whether `dir` holds a data set written by the generator (its `manifest.json` says `mmkd-synth`).
+pub fn is_generated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(mmkd_synth::MANIFEST_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|m| m["generator"] == "mmkd-synth")
+}
+
 /// Merges the layers and reads the result; also returns the files that were applied, in order.
 pub fn resolve(layers: &Layers) -> anyhow::Result<(RunConfig, Vec<PathBuf>)> {
+    let (table, applied) = merged(layers, false)?;
+    // The reference protocol brings each model's own selection rule; it is known only once every layer
+    // (and `--set train.protocol=…`) is read, so the layers are merged again with its file among them.
+    let reference = table.get("train").and_then(|t| t.get("protocol")).and_then(Value::as_str) == Some("reference");
+    let (table, applied) = if reference { merged(layers, true)? } else { (table, applied) };
+    Ok((from_table(&table)?, applied))
+}
+
+/// The configuration files of `layers` below `--config`, in order of application, that exist.
+fn files(layers: &Layers, reference: bool) -> Vec<PathBuf> {
+    let dir = &layers.configs_dir;
+    let mut files = vec![
+        dir.join("base.toml"),
+        dir.join("dataset").join(format!("{}.toml", layers.dataset)),
+        dir.join("model").join(format!("{}.toml", layers.model)),
+        dir.join("dataset").join(&layers.dataset).join(format!("{}.toml", layers.model)),
+    ];
+    if layers.generated {
+        files.push(dir.join("generated").join(format!("{}.toml", layers.model)));
+    }
+    if reference {
+        files.push(dir.join("protocol").join("reference").join(format!("{}.toml", layers.model)));
+    }
+    files.into_iter().filter(|p| p.exists()).collect()
+}
+
+fn merged(layers: &Layers, reference: bool) -> anyhow::Result<(Table, Vec<PathBuf>)> {
     let mut table = Table::new();
     if let Some(sgfd) = &layers.sgfd_base {
         table.insert("sgfd".into(), Value::try_from(sgfd).context("serialising the SGFD preset")?);
     }
-    let dir = &layers.configs_dir;
-    if !dir.is_dir() {
-        tracing::warn!(dir = %dir.display(), "no configuration folder; using the built-in defaults");
+    if !layers.configs_dir.is_dir() {
+        tracing::warn!(dir = %layers.configs_dir.display(), "no configuration folder; using the built-in defaults");
     }
     let mut applied = Vec::new();
-    let files = [
-        Some(dir.join("base.toml")),
-        Some(dir.join("dataset").join(format!("{}.toml", layers.dataset))),
-        Some(dir.join("model").join(format!("{}.toml", layers.model))),
-    ];
-    for path in files.into_iter().flatten().filter(|p| p.exists()).chain(layers.file.clone()) {
+    for path in files(layers, reference).into_iter().chain(layers.file.clone()) {
         merge(&mut table, read_table(&path)?);
         applied.push(path);
     }
@@ -106,7 +149,7 @@ pub fn resolve(layers: &Layers) -> anyhow::Result<(RunConfig, Vec<PathBuf>)> {
     } else if !table.contains_key("train") {
         table.insert("train".into(), Value::Table(Table::from_iter([("seed".to_string(), seed)])));
     }
-    Ok((from_table(&table)?, applied))
+    Ok((table, applied))
 }
 
 /// Reads the merged table into a [`RunConfig`]; an error names the section and the key.
@@ -189,7 +232,7 @@ mod tests {
     #[test]
     fn shipped_configs_resolve_for_every_model_and_data_set() {
         for dataset in ["office", "tiny", "unknown"] {
-            for model in ["pop", "mf"] {
+            for model in ["pop", "mf", "bm3", "grcn", "maml", "neumf", "cml", "ngcf", "dgcf"] {
                 let layers = Layers {
                     configs_dir: shipped(),
                     dataset: dataset.into(),
@@ -227,6 +270,7 @@ mod tests {
             configs_dir: dir.clone(),
             dataset: "none".into(),
             model: "mf".into(),
+            generated: false,
             sgfd_base: Some(mmkd_student_kd::preset("sgfd_l").unwrap()),
             file: Some(extra),
             sets: vec!["optim.lr=2e-3".into(), "eval.ks=[5, 20]".into(), "sgfd.kd_weight=0.5".into()],
@@ -249,6 +293,46 @@ mod tests {
         let err = resolve(&typo).unwrap_err().to_string();
         assert!(err.contains("trian"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dataset_model_and_reference_protocol_layers() {
+        use mmkd_eval::{MaskMode, NdcgForm};
+        let layers = |model: &str, sets: &[&str]| Layers {
+            configs_dir: shipped(),
+            dataset: "office".into(),
+            model: model.into(),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        // The README's Office settings per model, over the model's defaults.
+        let (bm3, applied) = resolve(&layers("bm3", &[])).unwrap();
+        assert!(applied.last().unwrap().ends_with("dataset/office/bm3.toml"), "{applied:?}");
+        assert_eq!((bm3.optim.lr, bm3.sgfd.kd_weight, bm3.sgfd.t_decay), (1e-1, 1e-2, 50.0));
+        assert_eq!((bm3.train.criterion.as_str(), bm3.eval.ndcg), ("recall@20", NdcgForm::Standard));
+        let grcn = resolve(&layers("grcn", &[])).unwrap().0;
+        assert_eq!((grcn.optim.lr, grcn.grcn.reg_weight, grcn.sgfd.t_decay), (1e-3, 1e-3, 100.0));
+
+        // The reference protocol, asked for on the command line, brings each model's selection rule ...
+        let (grcn, applied) = resolve(&layers("grcn", &["train.protocol=reference"])).unwrap();
+        assert!(applied.last().unwrap().ends_with("protocol/reference/grcn.toml"), "{applied:?}");
+        assert_eq!((grcn.train.criterion.as_str(), grcn.train.patience), ("ndcg@20", 22));
+        assert_eq!((grcn.eval.ndcg, grcn.eval.mask), (NdcgForm::HitNormalised, MaskMode::Value(1e-5)));
+        let bm3 = resolve(&layers("bm3", &["train.protocol=reference"])).unwrap().0;
+        assert_eq!((bm3.train.criterion.as_str(), bm3.train.patience), ("recall_micro@20", 41));
+        assert_eq!((bm3.eval.ndcg, bm3.eval.mask), (NdcgForm::Bm3Fork, MaskMode::NegInf));
+        bm3.train.validate(&bm3.eval).unwrap();
+        // ... under what the user sets explicitly.
+        let bm3 = resolve(&layers("bm3", &["train.protocol=reference", "train.patience=3"])).unwrap().0;
+        assert_eq!(bm3.train.patience, 3);
+        // Models without a reference file keep the base rule.
+        let mf = resolve(&layers("mf", &["train.protocol=reference"])).unwrap().0;
+        assert_eq!((mf.train.criterion.as_str(), mf.train.patience), ("recall@20", 20));
+        // Generated data bring their own layer, under the protocol and the command line.
+        let generated = Layers { generated: true, ..layers("bm3", &["train.protocol=reference"]) };
+        let (bm3, applied) = resolve(&generated).unwrap();
+        assert!(applied.iter().any(|p| p.ends_with("generated/bm3.toml")), "{applied:?}");
+        assert_eq!((bm3.optim.lr, bm3.sgfd.kd_weight, bm3.train.patience), (1e-2, 1e-2, 41));
     }
 
     #[test]

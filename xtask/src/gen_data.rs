@@ -1,4 +1,6 @@
-//! `cargo xtask gen-data --preset NAME --seed N --out DIR`.
+//! `cargo xtask gen-data --preset NAME --seed N --out DIR`, and with `--interactions DIR`: labels and
+//! features of the preset's shape for interactions read from DIR (e.g. the real Office interactions), for
+//! benchmarks at the real graph's size.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,14 +16,49 @@ pub struct GenDataArgs {
     /// Generator seed; the same seed writes byte-identical files.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output folder (default `data/<preset>`).
+    /// Output folder (default `data/<preset>`, or `data/<interactions folder name>` with `--interactions`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Keep the interactions of this folder (train.csv and test.csv, SGFD layout) and generate only labels
+    /// and features for its items. The features are unrelated to the interactions: for benchmarks, not for
+    /// measuring quality.
+    #[arg(long)]
+    pub interactions: Option<PathBuf>,
 }
 
 pub fn run(args: &GenDataArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.interactions {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "given".into());
+        let out = args.out.clone().unwrap_or_else(|| PathBuf::from("data").join(name));
+        return features_for(&args.preset, args.seed, dir, &out);
+    }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("data").join(&args.preset));
     generate(&args.preset, args.seed, &out)?;
+    Ok(())
+}
+
+/// Copies the interactions of `dir` into `out` with generated labels and features of `preset`'s widths.
+fn features_for(preset: &str, seed: u64, dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let preset = mmkd_synth::Preset::by_name(preset)?;
+    let dataset = mmkd_data::load_sgfd(dir, &mmkd_data::LoadOptions::default())
+        .with_context(|| format!("reading the interactions of {}", dir.display()))?;
+    let generated = mmkd_synth::generate_for_interactions(&preset, seed, dataset.train.pairs(), dataset.test.pairs())?;
+    generated.write_sgfd(out).with_context(|| format!("writing {}", out.display()))?;
+    let st = &generated.stats;
+    println!(
+        "{}: {} users, {} items, {} interactions from {}; generated {} labels, features {}+{}; {:.2}s → {}",
+        generated.preset.name,
+        st.n_users,
+        st.n_items,
+        st.n_interactions,
+        dir.display(),
+        st.n_labels,
+        preset.visual_dim,
+        preset.text_dim,
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
     Ok(())
 }
 

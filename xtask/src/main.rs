@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the toolkit's orchestrator. It parses arguments and calls library code; it holds no math.
 
 mod bench;
+mod bench_train;
 mod config;
 mod device;
 mod gen_data;

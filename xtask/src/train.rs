@@ -25,6 +25,16 @@ pub enum ModelKind {
     Mf,
     Bm3,
     Grcn,
+    /// Multimodal attentive metric learning (takes an extractor).
+    Maml,
+    /// Neural matrix factorisation (ids only).
+    Neumf,
+    /// Collaborative metric learning (ids only).
+    Cml,
+    /// Neural graph collaborative filtering (ids only).
+    Ngcf,
+    /// Disentangled graph collaborative filtering (ids only).
+    Dgcf,
 }
 
 impl ModelKind {
@@ -35,7 +45,17 @@ impl ModelKind {
             Self::Mf => "mf",
             Self::Bm3 => "bm3",
             Self::Grcn => "grcn",
+            Self::Maml => "maml",
+            Self::Neumf => "neumf",
+            Self::Cml => "cml",
+            Self::Ngcf => "ngcf",
+            Self::Dgcf => "dgcf",
         }
+    }
+
+    /// Whether the model reads item features (through an extractor) at all.
+    pub fn uses_features(self) -> bool {
+        matches!(self, Self::Mf | Self::Bm3 | Self::Grcn | Self::Maml)
     }
 }
 
@@ -105,79 +125,121 @@ impl ExtractorChoice {
     }
 }
 
-pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
-    let device = crate::device::parse(&args.device)?;
-    let extractor = ExtractorChoice::parse(&args.extractor)?;
-    let data_name = args.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut flags = Vec::new();
-    if let Some(seed) = args.seed {
-        let seed = i64::try_from(seed).context("--seed must fit in an i64 for TOML")?;
-        flags.push(("seed".to_string(), Value::Integer(seed)));
-    }
-    if let Some(epochs) = args.epochs {
-        flags.push(("train.epochs".to_string(), Value::Integer(i64::try_from(epochs)?)));
-    }
-    if let Some(teacher) = &args.teacher {
-        if !matches!(extractor, ExtractorChoice::Sgfd(_)) {
-            bail!("--teacher needs --extractor sgfd or an SGFD preset, not `{}`", args.extractor);
-        }
-        flags.push(("sgfd.teacher_mode".to_string(), Value::String("pretrained".into())));
-        flags.push(("sgfd.teacher_checkpoint".to_string(), Value::String(teacher.display().to_string())));
-    }
-    let sgfd_base = match &extractor {
-        ExtractorChoice::Sgfd(name) => Some(mmkd_student_kd::preset(name)?),
-        _ => None,
-    };
-    let layers = Layers {
-        configs_dir: args.configs.clone(),
-        dataset: data_name,
-        model: args.model.name().to_string(),
-        sgfd_base,
-        file: args.config.clone(),
-        sets: args.set.clone(),
-        flags,
-    };
-    let (cfg, applied) = crate::config::resolve(&layers)?;
-    let applied: Vec<String> = applied.iter().map(|p| p.display().to_string()).collect();
-    tracing::info!(layers = %applied.join(" → "), "configuration");
+/// A model, its resolved configuration and the data it trains on: what `train` and `bench train` share.
+pub struct Prepared {
+    pub cfg: RunConfig,
+    /// The layers applied, in order, for the record.
+    pub layers: Vec<String>,
+    pub dataset: mmkd_data::Dataset,
+    pub model: Box<dyn Backbone>,
+    pub device: Device,
+}
 
-    let (dataset, features) = crate::inspect::load_checked(&args.data)?;
+impl TrainArgs {
+    /// Resolves the configuration, loads and checks the data, and builds the model with its extractor.
+    pub fn prepare(&self) -> anyhow::Result<Prepared> {
+        let device = crate::device::parse(&self.device)?;
+        let mut extractor = ExtractorChoice::parse(&self.extractor)?;
+        if !self.model.uses_features() && extractor != ExtractorChoice::None {
+            if extractor != ExtractorChoice::Vanilla {
+                bail!(
+                    "--model {} uses no item features: --extractor {} does not apply",
+                    self.model.name(),
+                    self.extractor
+                );
+            }
+            extractor = ExtractorChoice::None; // the default `vanilla` means nothing here
+        }
+        let data_name = self.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut flags = Vec::new();
+        if let Some(seed) = self.seed {
+            let seed = i64::try_from(seed).context("--seed must fit in an i64 for TOML")?;
+            flags.push(("seed".to_string(), Value::Integer(seed)));
+        }
+        if let Some(epochs) = self.epochs {
+            flags.push(("train.epochs".to_string(), Value::Integer(i64::try_from(epochs)?)));
+        }
+        if let Some(teacher) = &self.teacher {
+            if !matches!(extractor, ExtractorChoice::Sgfd(_)) {
+                bail!("--teacher needs --extractor sgfd or an SGFD preset, not `{}`", self.extractor);
+            }
+            flags.push(("sgfd.teacher_mode".to_string(), Value::String("pretrained".into())));
+            flags.push(("sgfd.teacher_checkpoint".to_string(), Value::String(teacher.display().to_string())));
+        }
+        let sgfd_base = match &extractor {
+            ExtractorChoice::Sgfd(name) => Some(mmkd_student_kd::preset(name)?),
+            _ => None,
+        };
+        let layers = Layers {
+            configs_dir: self.configs.clone(),
+            dataset: data_name,
+            model: self.model.name().to_string(),
+            generated: crate::config::is_generated(&self.data),
+            sgfd_base,
+            file: self.config.clone(),
+            sets: self.set.clone(),
+            flags,
+        };
+        let (cfg, applied) = crate::config::resolve(&layers)?;
+        let layers: Vec<String> = applied.iter().map(|p| p.display().to_string()).collect();
+        tracing::info!(layers = %layers.join(" → "), "configuration");
+
+        let (dataset, features) = crate::inspect::load_checked(&self.data)?;
+        // Models are built from the split the trainer trains on, so no validation item enters their graph.
+        let view = training_view(&dataset, &cfg.train);
+        let dims = Dims { n_users: view.n_users, n_items: view.n_items };
+        let vars = VarMap::new();
+        let vb = mmkd_features::seeded_var_builder(&vars, cfg.seed, DType::F32, &device);
+        let needs = |what: &str| {
+            format!(
+                "--model {what} takes its item features from an extractor: use --extractor vanilla, sgfd or a preset"
+            )
+        };
+        let build = |features| build_extractor(&extractor, vb.pp("extractor"), &cfg, features, &dataset, &device);
+        let model: Box<dyn Backbone> = match self.model {
+            ModelKind::Pop => Box::new(Popularity::new(&view, &device)?),
+            ModelKind::Mf => {
+                let ex = build(features)?;
+                Box::new(Mf::new(vb, &vars, &cfg.mf, dims, ex)?)
+            }
+            ModelKind::Bm3 => {
+                let ex = build(features)?.with_context(|| needs("bm3"))?;
+                Box::new(mmkd_backbones::bm3::Bm3::new(vb, &vars, &cfg.bm3, dims, &view.train, ex, &device)?)
+            }
+            ModelKind::Grcn => {
+                let ex = build(features)?.with_context(|| needs("grcn"))?;
+                Box::new(mmkd_backbones::grcn::Grcn::new(vb, &vars, &cfg.grcn, dims, &view.train, ex, &device)?)
+            }
+            ModelKind::Maml => {
+                let ex = build(features)?.with_context(|| needs("maml"))?;
+                Box::new(mmkd_backbones::maml::Maml::new(vb, &vars, &cfg.maml, dims, ex, &device)?)
+            }
+            ModelKind::Neumf => Box::new(mmkd_backbones::neumf::NeuMf::new(vb, &vars, &cfg.neumf, dims)?),
+            ModelKind::Cml => Box::new(mmkd_backbones::cml::Cml::new(vb, &vars, &cfg.cml, dims)?),
+            ModelKind::Ngcf => {
+                Box::new(mmkd_backbones::ngcf::Ngcf::new(vb, &vars, &cfg.ngcf, dims, &view.train, &device)?)
+            }
+            ModelKind::Dgcf => {
+                Box::new(mmkd_backbones::dgcf::Dgcf::new(vb, &vars, &cfg.dgcf, dims, &view.train, &device)?)
+            }
+        };
+        Ok(Prepared { cfg, layers, dataset, model, device })
+    }
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let Prepared { cfg, layers, dataset, mut model, device } = args.prepare()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let text = format!(
         "# Resolved configuration of `cargo xtask train --model {} --extractor {}` on {}.\n# Layers: {}.\n\n{}",
         args.model.name(),
         args.extractor,
         args.data.display(),
-        if applied.is_empty() { "built-in defaults".to_string() } else { applied.join(" → ") },
+        if layers.is_empty() { "built-in defaults".to_string() } else { layers.join(" → ") },
         toml::to_string(&cfg).context("serialising the configuration")?
     );
     let path = args.out.join("config.toml");
     mmkd_features::write_atomically(&path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
-
-    // Models are built from the split the trainer trains on, so no validation item enters their graph.
-    let view = training_view(&dataset, &cfg.train);
-    let dims = Dims { n_users: view.n_users, n_items: view.n_items };
-    let vars = VarMap::new();
-    let vb = mmkd_features::seeded_var_builder(&vars, cfg.seed, DType::F32, &device);
-    let mut model: Box<dyn Backbone> = match args.model {
-        ModelKind::Pop => Box::new(Popularity::new(&view, &device)?),
-        ModelKind::Mf => {
-            let ex = build_extractor(&extractor, vb.pp("extractor"), &cfg, features, &dataset, &device)?;
-            Box::new(Mf::new(vb, &vars, &cfg.mf, dims, ex)?)
-        }
-        ModelKind::Bm3 => {
-            let ex = build_extractor(&extractor, vb.pp("extractor"), &cfg, features, &dataset, &device)?.context(
-                "--model bm3 takes its item features from an extractor: use --extractor vanilla, sgfd or a preset",
-            )?;
-            Box::new(mmkd_backbones::bm3::Bm3::new(vb, &vars, &cfg.bm3, dims, &view.train, ex, &device)?)
-        }
-        ModelKind::Grcn => {
-            let ex = build_extractor(&extractor, vb.pp("extractor"), &cfg, features, &dataset, &device)?.context(
-                "--model grcn takes its item features from an extractor: use --extractor vanilla, sgfd or a preset",
-            )?;
-            Box::new(mmkd_backbones::grcn::Grcn::new(vb, &vars, &cfg.grcn, dims, &view.train, ex, &device)?)
-        }
-    };
     let outcome = mmkd_backbones::train(
         model.as_mut(),
         &dataset,

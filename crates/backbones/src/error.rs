@@ -9,6 +9,9 @@ pub enum Error {
     /// A tensor or graph of the wrong shape.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// Training produced a non-finite loss before any checkpoint could be selected.
+    #[error("training diverged: {0}")]
+    Diverged(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

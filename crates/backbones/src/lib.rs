@@ -4,11 +4,16 @@
 //! [`train`]. MAML, the CF baselines and the sequential models come with the next issues.
 
 pub mod bm3;
+pub mod cml;
+pub mod dgcf;
 pub mod error;
 pub mod graph;
 pub mod grcn;
+pub mod maml;
 pub mod mf;
 pub mod model;
+pub mod neumf;
+pub mod ngcf;
 pub mod optim;
 pub mod pop;
 pub mod train;

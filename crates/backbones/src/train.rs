@@ -180,6 +180,9 @@ pub struct TrainState {
     pub lr: f64,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// The epoch (from 1) whose mean loss was not finite, which ended the run.
+    #[serde(default)]
+    pub diverged_at: Option<usize>,
 }
 
 impl TrainState {
@@ -203,6 +206,10 @@ pub struct TrainOutcome {
     /// Epochs trained in total (over resumes).
     pub epochs_run: usize,
     pub stopped_early: bool,
+    /// The epoch (from 1) whose mean loss was NaN or infinite: training stopped there and the best epoch
+    /// before it is reported.
+    #[serde(default)]
+    pub diverged_at: Option<usize>,
     /// Summary on the selection split at the best epoch (the test split under `reference`).
     pub valid: BTreeMap<String, f64>,
     /// Summary on the test split at the best epoch: `recall@20`, `ndcg@20`, … (the [`EvalResult`] keys).
@@ -278,6 +285,7 @@ pub fn train(
             bad_evals: 0,
             lr: optim.lr,
             stopped_early: false,
+            diverged_at: None,
         }
     };
     tracing::info!(
@@ -305,7 +313,13 @@ pub fn train(
         };
         let mut line = serde_json::json!({ "epoch": n, "lr": lr, "losses": stats.losses });
         let mut value = None;
-        if n % cfg.eval_every == 0 {
+        // A non-finite loss leaves non-finite weights: stop, and report the best epoch before it.
+        if let Some((name, v)) = stats.losses.iter().find(|(_, v)| !v.is_finite()) {
+            tracing::error!(epoch = n, loss = %name, value = v, lr, "the loss is not finite: training stops here");
+            state.diverged_at = Some(n);
+            state.stopped_early = true;
+            line["diverged"] = serde_json::json!(true);
+        } else if n % cfg.eval_every == 0 {
             model.prepare_eval()?;
             let r = evaluate_model(&*model, &view.train, selection, eval)?;
             let v = r.summary.get(&cfg.criterion).copied().unwrap_or(f64::NAN);
@@ -347,6 +361,13 @@ pub fn train(
     }
 
     let best_epoch = state.best_epoch.ok_or_else(|| {
+        if let Some(epoch) = state.diverged_at {
+            return Error::Diverged(format!(
+                "train: the loss became NaN or infinite at epoch {epoch}, before any evaluation improved; lower \
+                 the learning rate (optim.lr = {}) or evaluate more often (train.eval_every)",
+                optim.lr
+            ));
+        }
         Error::Config(format!(
             "train: no evaluation gave a criterion value (epochs = {}, eval_every = {}, or the criterion was NaN)",
             cfg.epochs, cfg.eval_every
@@ -374,6 +395,7 @@ pub fn train(
         best_epoch,
         epochs_run: state.epochs_done,
         stopped_early: state.stopped_early,
+        diverged_at: state.diverged_at,
         valid: valid.summary,
         test: test.summary,
         ndcg_form: test.ndcg_form,
@@ -392,8 +414,8 @@ pub fn train(
     Ok(outcome)
 }
 
-/// Full-ranking evaluation of `model` against `truth`, masking `seen`.
-fn evaluate_model(model: &dyn Backbone, seen: &Csr, truth: &Csr, eval: &EvalConfig) -> Result<EvalResult> {
+/// Full-ranking metrics of `model` with the items of `seen` masked, against `truth`.
+pub fn evaluate_model(model: &dyn Backbone, seen: &Csr, truth: &Csr, eval: &EvalConfig) -> Result<EvalResult> {
     let score = |users: &[u32]| {
         model.score_users(users).map_err(|e| match e {
             Error::Candle(e) => e,

@@ -230,3 +230,57 @@ fn holdout_selection_never_sees_the_test_split() {
         }
     }
 }
+
+/// MF whose epoch `at` (from 1) reports a NaN loss, as a diverging model does.
+struct NanAt {
+    inner: Mf,
+    at: usize,
+}
+
+impl Backbone for NanAt {
+    fn name(&self) -> &'static str {
+        "mf"
+    }
+    fn fit_epoch(
+        &mut self,
+        ctx: &mut mmkd_backbones::EpochCtx<'_>,
+    ) -> mmkd_backbones::Result<mmkd_backbones::EpochStats> {
+        let mut stats = self.inner.fit_epoch(ctx)?;
+        if ctx.epoch + 1 == self.at {
+            stats.losses.insert("total".into(), f64::NAN);
+        }
+        Ok(stats)
+    }
+    fn prepare_eval(&mut self) -> mmkd_backbones::Result<()> {
+        self.inner.prepare_eval()
+    }
+    fn score_users(&self, users: &[u32]) -> mmkd_backbones::Result<candle_core::Tensor> {
+        self.inner.score_users(users)
+    }
+    fn vars(&self) -> &VarMap {
+        self.inner.vars()
+    }
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_and_reports_the_best_epoch_before_it() {
+    let (ds, _) = tiny();
+    let cfg = TrainConfig { epochs: 10, ..TrainConfig::default() };
+    let view = training_view(&ds, &cfg);
+    let dir = temp_dir("diverged");
+    let mut model = NanAt { inner: mf(&view, None, 0), at: 3 };
+    let out = run(&mut model, &ds, &cfg, &dir, false);
+    assert_eq!((out.diverged_at, out.epochs_run, out.stopped_early), (Some(3), 3, true));
+    assert!(out.best_epoch < 3, "{}", out.best_epoch);
+    assert!(out.test["recall@20"].is_finite());
+    let lines = metrics_without_secs(&dir);
+    assert_eq!(lines[2]["diverged"], Value::Bool(true));
+    // Diverging before any evaluation is an error that says so.
+    let mut model = NanAt { inner: mf(&view, None, 0), at: 1 };
+    let optim = OptimConfig { lr: LR, ..OptimConfig::default() };
+    let err =
+        train(&mut model, &ds, &cfg, &optim, &LrSchedule::Constant, &EvalConfig::default(), &dir, false, &Device::Cpu)
+            .unwrap_err();
+    assert!(err.to_string().contains("epoch 1"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -84,6 +84,70 @@ pub struct Sgfd {
     teacher: Option<Teacher>,
     students: Vec<Student>,
     frozen: bool,
+    /// A frozen teacher's outputs for every item, computed once (they never change).
+    cache: Option<TeacherOutputs>,
+}
+
+/// The teacher's outputs for a set of item rows: features and classifier logits per modality, and the
+/// fusion logits when the teacher has a fusion layer.
+#[derive(Debug, Clone)]
+struct TeacherOutputs {
+    features: Vec<Tensor>,
+    logits: Vec<Tensor>,
+    fused: Option<Tensor>,
+}
+
+impl TeacherOutputs {
+    fn compute(teacher: &Teacher, xs: &[Tensor]) -> Result<Self> {
+        let features =
+            xs.iter().enumerate().map(|(m, x)| teacher.extract(m, x)).collect::<mmkd_teacher::Result<Vec<_>>>()?;
+        let logits = features
+            .iter()
+            .enumerate()
+            .map(|(m, f)| teacher.classifier(m)?.logits(f))
+            .collect::<mmkd_teacher::Result<Vec<_>>>()?;
+        let fused = teacher.fused_logits(&features)?;
+        Ok(Self { features, logits, fused })
+    }
+
+    fn rows(&self, idx: &Tensor) -> Result<Self> {
+        let pick = |t: &Tensor| t.index_select(idx, 0);
+        Ok(Self {
+            features: self.features.iter().map(pick).collect::<candle_core::Result<Vec<_>>>()?,
+            logits: self.logits.iter().map(pick).collect::<candle_core::Result<Vec<_>>>()?,
+            fused: self.fused.as_ref().map(pick).transpose()?,
+        })
+    }
+
+    fn detach(self) -> Self {
+        Self {
+            features: self.features.iter().map(Tensor::detach).collect(),
+            logits: self.logits.iter().map(Tensor::detach).collect(),
+            fused: self.fused.as_ref().map(Tensor::detach),
+        }
+    }
+}
+
+/// Rows of a frozen teacher's outputs computed per chunk, so the deep layers never hold every item at once.
+const CACHE_CHUNK: usize = 4096;
+
+/// The distinct values of the u32 index vector `items`, in order of first appearance, and for every position
+/// the index of its value among them: `items = unique[inverse]`.
+fn unique_with_inverse(items: &Tensor) -> Result<(Tensor, Tensor)> {
+    let ids = items.to_vec1::<u32>()?;
+    let mut first: std::collections::HashMap<u32, u32> = std::collections::HashMap::with_capacity(ids.len());
+    let mut unique = Vec::with_capacity(ids.len());
+    let inverse: Vec<u32> = ids
+        .iter()
+        .map(|&id| {
+            *first.entry(id).or_insert_with(|| {
+                unique.push(id);
+                (unique.len() - 1) as u32
+            })
+        })
+        .collect();
+    let n = unique.len();
+    Ok((Tensor::from_vec(unique, n, items.device())?, Tensor::from_vec(inverse, ids.len(), items.device())?))
 }
 
 impl Sgfd {
@@ -194,19 +258,54 @@ impl Sgfd {
             fusion = teacher.as_ref().is_some_and(Teacher::has_fusion),
             "built SGFD extractor"
         );
-        Ok(Self { cfg: cfg.clone(), names, inputs, labels: label_tensor, teacher, students, frozen: is_frozen })
+        let cache = match &teacher {
+            Some(t) if is_frozen => Some(Self::cache_outputs(t, &inputs, n_items)?),
+            _ => None,
+        };
+        Ok(Self { cfg: cfg.clone(), names, inputs, labels: label_tensor, teacher, students, frozen: is_frozen, cache })
+    }
+
+    /// A frozen teacher's outputs for all `n_items` rows, chunk by chunk, detached.
+    fn cache_outputs(teacher: &Teacher, inputs: &[Tensor], n_items: usize) -> Result<TeacherOutputs> {
+        let mut parts = Vec::new();
+        for start in (0..n_items).step_by(CACHE_CHUNK) {
+            let len = CACHE_CHUNK.min(n_items - start);
+            let xs = inputs.iter().map(|x| x.narrow(0, start, len)).collect::<candle_core::Result<Vec<_>>>()?;
+            parts.push(TeacherOutputs::compute(teacher, &xs)?.detach());
+        }
+        let cat = |pick: &dyn Fn(&TeacherOutputs) -> Tensor| -> Result<Tensor> {
+            Ok(Tensor::cat(&parts.iter().map(pick).collect::<Vec<_>>(), 0)?)
+        };
+        let n_mod = inputs.len();
+        Ok(TeacherOutputs {
+            features: (0..n_mod).map(|m| cat(&|p| p.features[m].clone())).collect::<Result<Vec<_>>>()?,
+            logits: (0..n_mod).map(|m| cat(&|p| p.logits[m].clone())).collect::<Result<Vec<_>>>()?,
+            fused: match parts.iter().map(|p| p.fused.clone()).collect::<Option<Vec<_>>>() {
+                Some(fused) => Some(Tensor::cat(&fused, 0)?),
+                None => None,
+            },
+        })
+    }
+
+    /// The teacher's outputs on `items` (all items for `None`): from the cache when the teacher is frozen,
+    /// else one forward over the distinct items, spread back to `items`' order (duplicates in a step's B'
+    /// cost nothing, and the gradient is the same: index_select's backward sums over repeats).
+    fn teacher_outputs(&self, teacher: &Teacher, items: Option<&Tensor>) -> Result<TeacherOutputs> {
+        if let Some(cache) = &self.cache {
+            return match items {
+                Some(idx) => cache.rows(idx),
+                None => Ok(cache.clone()),
+            };
+        }
+        let Some(items) = items else { return TeacherOutputs::compute(teacher, &self.inputs) };
+        let (unique, inverse) = unique_with_inverse(items)?;
+        let xs = self.inputs.iter().map(|x| x.index_select(&unique, 0)).collect::<candle_core::Result<Vec<_>>>()?;
+        TeacherOutputs::compute(teacher, &xs)?.rows(&inverse)
     }
 
     /// Teacher features of every modality for `items` (or all items), detached when the teacher is frozen.
     fn teacher_features(&self, teacher: &Teacher, items: Option<&Tensor>) -> Result<Vec<Tensor>> {
-        self.inputs
-            .iter()
-            .enumerate()
-            .map(|(m, x)| {
-                let f = teacher.extract(m, &select_rows(x, items)?)?;
-                Ok(if self.frozen { f.detach() } else { f })
-            })
-            .collect()
+        Ok(self.teacher_outputs(teacher, items)?.features)
     }
 
     fn student_features(&self, items: Option<&Tensor>) -> Result<Vec<Tensor>> {
@@ -229,14 +328,13 @@ impl Sgfd {
             return Ok(none);
         }
         let y = self.labels.index_select(items, 0)?; // (b,)
-        let ft = self.teacher_features(teacher, Some(items))?;
+        let outs = self.teacher_outputs(teacher, Some(items))?;
         let detach_kd = self.frozen || cfg.detach_teacher_in_kd;
         let (mut lds, mut fds, mut tces) = (Vec::new(), Vec::new(), Vec::new());
-        for (m, f_t) in ft.iter().enumerate() {
+        for (m, (f_t, z_t)) in outs.features.iter().zip(&outs.logits).enumerate() {
             let classifier = teacher.classifier(m)?;
-            let z_t = classifier.logits(f_t)?; // (b, C)
             if cfg.use_labels {
-                tces.push(tce(&z_t, &y, cfg.tce_on_probs, cfg.row_reduction)?);
+                tces.push(tce(z_t, &y, cfg.tce_on_probs, cfg.row_reduction)?);
             }
             let Some(fs) = student.filter(|_| kd_on) else { continue };
             let f_t_kd = if detach_kd { f_t.detach() } else { f_t.clone() };
@@ -258,8 +356,8 @@ impl Sgfd {
         let fd_total = if fds.is_empty() { None } else { Some(combine(&fds, cfg.fd_form.sums_modalities())?) };
         let tce_total = if tces.is_empty() { None } else { Some(average(&tces)?) };
         let fce_total = if cfg.use_labels && cfg.use_fusion {
-            match teacher.fused_logits(&ft)? {
-                Some(z) => Some(fce(&z, &y, cfg.row_reduction)?),
+            match &outs.fused {
+                Some(z) => Some(fce(z, &y, cfg.row_reduction)?),
                 None => None,
             }
         } else {

@@ -233,6 +233,65 @@ fn pretrained_teacher_stays_bit_identical_while_the_student_learns() {
 }
 
 #[test]
+fn frozen_teacher_cache_and_joint_forward_give_the_same_losses_and_student_gradients() {
+    // A frozen teacher's outputs are computed once for every item; a joint teacher runs once over a step's
+    // distinct items. Both must equal the per-row losses of the same teacher, duplicates included.
+    let (store, labels) = two_modalities();
+    let dev = Device::Cpu;
+    // The paper's L_TCE (plain cross-entropy on logits), so that the hand computation below is short.
+    let cfg = SgfdConfig { tce_on_probs: false, ..small(SgfdConfig::default()) };
+    let (vm_joint, vm_frozen) = (VarMap::new(), VarMap::new());
+    let joint = Sgfd::new(seeded_var_builder(&vm_joint, 5, DType::F32, &dev), &cfg, &store, &labels, &dev).unwrap();
+    let frozen = Sgfd::with_frozen_teacher(
+        seeded_var_builder(&vm_frozen, 5, DType::F32, &dev),
+        &cfg,
+        &store,
+        &labels,
+        joint.teacher().unwrap(),
+        &dev,
+    )
+    .unwrap();
+    let rows = Tensor::new(&[7u32, 7, 7, 1, 119, 1, 60], &dev).unwrap();
+    let (a, b) = (joint.losses(&rows).unwrap(), frozen.losses(&rows).unwrap());
+    for (x, y) in [(&a.ld, &b.ld), (&a.fd, &b.fd), (&a.tce, &b.tce), (&a.fce, &b.fce)] {
+        let (x, y) = (scalar(x.as_ref().unwrap()), scalar(y.as_ref().unwrap()));
+        assert!((x - y).abs() < 1e-6 * x.abs().max(1.0), "{x} vs {y}");
+    }
+    // L_TCE by hand from the teacher on the rows as given: mean over modalities of mean CE.
+    let teacher = joint.teacher().unwrap();
+    let y = labels.per_item.clone();
+    let ids = rows.to_vec1::<u32>().unwrap();
+    let mut want = 0.0;
+    for m in 0..2 {
+        let z = teacher
+            .classifier(m)
+            .unwrap()
+            .logits(&teacher.extract(m, joint.inputs()[m].index_select(&rows, 0).as_ref().unwrap()).unwrap())
+            .unwrap();
+        for (r, z) in z.to_vec2::<f32>().unwrap().iter().enumerate() {
+            let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = f64::from(max) + z.iter().map(|v| f64::from(v - max).exp()).sum::<f64>().ln();
+            want += (lse - f64::from(z[y[ids[r] as usize] as usize])) / ids.len() as f64 / 2.0;
+        }
+    }
+    assert!((scalar(a.tce.as_ref().unwrap()) - want).abs() < 1e-5, "{} vs {want}", scalar(a.tce.as_ref().unwrap()));
+    // The student's gradients from L_KD agree.
+    let grads_joint = a.kd().unwrap().unwrap().backward().unwrap();
+    let grads_frozen = b.kd().unwrap().unwrap().backward().unwrap();
+    let student = |vm: &VarMap| -> Vec<(String, Var)> {
+        sorted_vars(vm).into_iter().filter(|(k, _)| k.starts_with("student.")).collect()
+    };
+    for ((kj, vj), (kf, vf)) in student(&vm_joint).iter().zip(student(&vm_frozen).iter()) {
+        assert_eq!(kj, kf);
+        let gj = grads_joint.get(vj.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let gf = grads_frozen.get(vf.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let gap = gj.iter().zip(&gf).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let scale = gj.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+        assert!(gap <= 1e-5 * scale.max(1.0), "{kj}: gradient gap {gap}");
+    }
+}
+
+#[test]
 fn one_modality_works_without_fusion() {
     let (store, labels) = planted(80, 3, &[("visual", 24)], 2.0, 9);
     let dev = Device::Cpu;

@@ -112,6 +112,50 @@ pub fn generate(preset: &Preset, seed: u64) -> Result<Generated> {
     Ok(Generated { preset: p.clone(), seed, train, test, labels, visual, text, stats })
 }
 
+/// Labels and both modality views, generated as [`generate`] does, for interactions that come from
+/// elsewhere (e.g. the real Office interactions): the preset's sizes are replaced by those of the
+/// interactions (ids `0..=max`), its feature widths, label count and model parameters are kept. The features
+/// are unrelated to the interactions: the result is for benchmarks and loaders, not for measuring quality.
+/// Pairs are sorted; a pair in both `train` and `test` is kept in both, as given.
+pub fn generate_for_interactions(
+    preset: &Preset,
+    seed: u64,
+    mut train: Vec<(u32, u32)>,
+    mut test: Vec<(u32, u32)>,
+) -> Result<Generated> {
+    let max = |pick: fn(&(u32, u32)) -> u32| train.iter().chain(&test).map(pick).max().map_or(0, |m| m as usize + 1);
+    let (n_users, n_items) = (max(|p| p.0), max(|p| p.1));
+    let n_labels = preset.n_labels.min(n_items.max(1));
+    let p = Preset {
+        name: format!("{}-features-for-given-interactions", preset.name),
+        n_users,
+        n_items,
+        n_labels,
+        n_interactions: train.len() + test.len(),
+        fav_categories: [preset.fav_categories[0].min(n_labels), preset.fav_categories[1].min(n_labels)],
+        ..preset.clone()
+    };
+    if n_items == 0 || p.latent_dim < 2 || p.visual_dim == 0 || p.text_dim == 0 {
+        return Err(crate::Error::InvalidPreset {
+            preset: p.name,
+            reason: "needs at least one interaction, latent_dim ≥ 2 and positive feature widths".into(),
+        });
+    }
+    train.sort_unstable();
+    test.sort_unstable();
+    let r = p.latent_dim;
+    let pi = category_probs(p.n_labels, p.zipf_exponent);
+    let labels = sample_labels(p.n_items, &pi, &mut stream(seed, "labels"));
+    let centroids = normal_vec(&mut stream(seed, "centroids"), p.n_labels * r, 1.0);
+    let item_latent = item_latents(&p, &labels, &centroids, &mut stream(seed, "item-latent"));
+    let half = r / 2;
+    let visual = modality_features(&p, &item_latent, &labels, 0..half, p.visual_dim, seed, "visual", Activation::Relu);
+    let text = modality_features(&p, &item_latent, &labels, half..r, p.text_dim, seed, "text", Activation::Tanh);
+    let labels: Vec<i64> = labels.iter().map(|&c| c as i64).collect();
+    let stats = compute_stats(&p, &labels, &train, &test, 0, 0);
+    Ok(Generated { preset: p, seed, train, test, labels, visual, text, stats })
+}
+
 /// Category sizes `π_c ∝ (c + 1)^(−exponent)`, normalised; (n_labels,).
 fn category_probs(n_labels: usize, exponent: f64) -> Vec<f64> {
     let raw: Vec<f64> = (0..n_labels).map(|c| ((c + 1) as f64).powf(-exponent)).collect();

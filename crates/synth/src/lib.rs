@@ -80,7 +80,7 @@ mod write;
 
 use std::path::PathBuf;
 
-pub use generate::{generate, GenStats, Generated};
+pub use generate::{generate, generate_for_interactions, GenStats, Generated};
 pub use preset::Preset;
 pub use write::{LABELS_FILE, MANIFEST_FILE, TEST_FILE, TEXT_FILE, TRAIN_FILE, VISUAL_FILE};
 

@@ -1,0 +1,143 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The `xtask` binary end to end on the generated `tiny` preset: `train` for BM3 and GRCN, with the
+//! vanilla and the SGFD extractor, under both protocols (each protocol's selection rule must reach
+//! `result.json`), bad arguments as errors, and `bench train` printing its table.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn xtask(args: &[&str]) -> Output {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args).env("RUST_LOG", "warn");
+    if matches!(args.first(), Some(&"train") | Some(&"bench")) {
+        cmd.arg("--configs").arg(configs);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = xtask(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A fresh folder with the `tiny` preset in `<dir>/tiny` (the folder name picks configs/dataset/tiny.toml).
+fn tiny(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmkd-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("tiny");
+    ok(&["gen-data", "--preset", "tiny", "--out", data.to_str().unwrap()]);
+    dir
+}
+
+fn result(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn train_runs_both_backbones_extractors_and_protocols() {
+    let dir = tiny("train");
+    let data = dir.join("tiny");
+    let cases = [
+        ("bm3", "vanilla", "holdout"),
+        ("bm3", "sgfd", "reference"),
+        ("grcn", "sgfd", "holdout"),
+        ("grcn", "vanilla", "reference"),
+    ];
+    for (model, extractor, protocol) in cases {
+        let out = dir.join(format!("{model}-{extractor}-{protocol}"));
+        let printed = ok(&[
+            "train",
+            "--model",
+            model,
+            "--extractor",
+            extractor,
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--set",
+            &format!("train.protocol={protocol}"),
+            "--set",
+            "bm3.batch_size=256",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(printed.contains("best epoch"), "{printed}");
+        let r = result(&out);
+        assert_eq!(r["model"], model);
+        assert_eq!(r["protocol"], protocol);
+        assert_eq!(r["selected_on"], if protocol == "holdout" { "valid" } else { "test" });
+        let (criterion, ndcg) = match (model, protocol) {
+            (_, "holdout") => ("recall@20", "standard"),
+            ("bm3", _) => ("recall_micro@20", "bm3_fork"),
+            _ => ("ndcg@20", "hit_normalised"),
+        };
+        assert_eq!((r["criterion"].as_str().unwrap(), r["ndcg_form"].as_str().unwrap()), (criterion, ndcg));
+        let recall = r["test"]["recall@20"].as_f64().unwrap();
+        assert!(recall > 0.0 && recall <= 1.0, "{recall}");
+        assert!(r["epochs_run"].as_u64().unwrap() == 2);
+        // The resolved configuration is written and names the layers it came from.
+        let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+        assert!(config.contains(&format!("model/{model}.toml")), "{config}");
+        if protocol == "reference" {
+            assert!(config.contains(&format!("protocol/reference/{model}.toml")), "{config}");
+        }
+        assert!(out.join("best.safetensors").exists() && out.join("metrics.jsonl").exists());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_train_arguments_are_errors_that_say_what_is_wrong() {
+    let dir = tiny("bad");
+    let data = dir.join("tiny");
+    let out = dir.join("out");
+    let base = ["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "1"];
+    let err = |extra: &[&str]| {
+        let o = xtask(&[&base[..], extra].concat());
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(err(&["--model", "bm3", "--extractor", "sgfd_x"]).contains("sgfd_l"));
+    assert!(err(&["--model", "bm3", "--extractor", "none"]).contains("extractor"));
+    assert!(err(&["--model", "grcn", "--set", "grcn.dim_q=3"]).contains("dim_q"));
+    assert!(err(&["--model", "bm3", "--set", "train.criterion=loss@20"]).contains("loss@20"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_train_prints_a_row_per_cell() {
+    let dir = tiny("bench");
+    let data = dir.join("tiny");
+    let json = dir.join("bench.jsonl");
+    let printed = ok(&[
+        "bench",
+        "train",
+        "--model",
+        "bm3",
+        "--extractor",
+        "vanilla,sgfd",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--evals",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(printed.contains("vanilla") && printed.contains("sgfd"), "{printed}");
+    let cells: Vec<Value> =
+        std::fs::read_to_string(&json).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(cells.len(), 2);
+    for c in &cells {
+        assert!(c["epoch_secs"].as_f64().unwrap() > 0.0 && c["eval_secs"].as_f64().unwrap() > 0.0);
+        assert!(c["batches_per_epoch"].as_u64().unwrap() > 0);
+        assert!(c["peak_rss_mib"].as_f64().is_none_or(|m| m > 1.0));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
