@@ -33,8 +33,8 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
+use crate::common::{check_epoch_data, check_users, mean_stats, sample_epoch, scalar, Sampler};
 use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
-use crate::ngcf::{check_epoch_data, check_users, mean_stats, sample_epoch, scalar, Sampler};
 use crate::{Error, Result};
 
 /// Which hinge loss CML minimises.

@@ -38,11 +38,11 @@ use mmkd_features::nn::l2_normalize;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{edge_dot, spmm_weighted, SparsePattern};
-use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
-use crate::ngcf::{
+use crate::common::{
     bpr_epoch, check_epoch_data, check_train_shape, check_users, emb_reg, sample_epoch, RegForm, Sampler, TripleBatch,
 };
+use crate::graph::{edge_dot, spmm_weighted, SparsePattern};
+use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
 use crate::{Error, Result};
 
 /// RecBole's clamp of the intent-wise degrees.

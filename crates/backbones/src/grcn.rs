@@ -26,8 +26,9 @@
 //!   epoch's stream) instead of Python's unseeded `random.sample`.
 //! - BPR is `mean softplus(−(s⁺ − s⁻))`, the same value as the reference's `−mean log σ(s⁺ − s⁻)` but without
 //!   its `−inf`/NaN when σ underflows (`Model_routing.py:317`).
-//! - The SGFD losses are computed by the extractor on the B' rows (`extract(Some(rows), Train)`), not inside
-//!   each `CGCN`; the composition (`λ2·L_CE + λ1·L_KD`, each averaged over modalities) is the same.
+//! - The SGFD losses are computed by the extractor on the B' rows (`aux_losses_given(rows, features)`, the
+//!   rows gathered from the step's features of every item), not inside each `CGCN`; the composition
+//!   (`λ2·L_CE + λ1·L_KD`, each averaged over modalities) is the same.
 //! - `has_norm = false` runs (the reference raises `NameError`: `preference` is only bound under
 //!   `if self.has_norm`, `Model_routing.py:122-124`); `fusion_mode = mean` averages the id representation and
 //!   every modality's (the reference hard-codes `(id + v + a + t)/4`, which fails without acoustic features).
@@ -410,7 +411,7 @@ impl Grcn {
     /// Fused representations R `(n_users + n_items, rep_dim)` on the full train graph (no edge dropout), with
     /// the extractor in `mode`. Differentiable.
     pub fn representations(&self, mode: Mode) -> Result<Tensor> {
-        self.forward(&self.full, mode)
+        Ok(self.forward(&self.full, mode)?.0)
     }
 
     /// One content graph (`CGCN.forward`): the modality's representations `(N, dim_c)` and its attention
@@ -483,8 +484,8 @@ impl Grcn {
         Ok(((x0 + x1)? + x2)?)
     }
 
-    /// R on `graph`, the extractor in `mode`.
-    fn forward(&self, graph: &Graph, mode: Mode) -> Result<Tensor> {
+    /// R on `graph`, the extractor in `mode`; also the extractor's features of every item.
+    fn forward(&self, graph: &Graph, mode: Mode) -> Result<(Tensor, Vec<Tensor>)> {
         let _span = tracing::debug_span!("grcn_forward", n_edges = graph.bd.nnz()).entered();
         let extracted = self.extractor.extract(None, mode)?;
         if extracted.features.len() != self.preference.len() {
@@ -511,7 +512,7 @@ impl Grcn {
         }
         let w = self.edge_weights(graph, &alphas)?;
         let id_rep = self.id_graph(graph, &w)?;
-        Ok(match self.cfg.fusion_mode {
+        let r = match self.cfg.fusion_mode {
             FusionMode::Concat => {
                 let mut parts = Vec::with_capacity(1 + reps.len());
                 parts.push(&id_rep);
@@ -523,7 +524,8 @@ impl Grcn {
                 let n = (1 + reps.len()) as f64;
                 reps.iter().try_fold(id_rep, |acc, r| acc + r)?.affine(1.0 / n, 0.0)?
             }
-        })
+        };
+        Ok((r, extracted.features))
     }
 
     /// The step's graph: the full one, or a fresh edge-dropout sample from `rng` (`dropout_adj`: each pair
@@ -596,7 +598,7 @@ impl Backbone for Grcn {
 
             let dropped = self.sample_graph(&mut *ctx.rng)?;
             let graph = dropped.as_ref().unwrap_or(&self.full);
-            let r = self.forward(graph, Mode::Train)?; // (N, rep_dim)
+            let (r, features) = self.forward(graph, Mode::Train)?; // (N, rep_dim), (n_items, dim_c) per modality
             let user_rep = r.index_select(&users_t, 0)?; // (2b, rep_dim)
             let item_rep = r.index_select(&item_nodes_t, 0)?; // (2b, rep_dim)
             let scores = (user_rep * item_rep)?.sum(1)?.reshape((b, 2))?; // (b, 2): [s⁺, s⁻]
@@ -611,7 +613,8 @@ impl Backbone for Grcn {
             }
             let reg = (reg * self.cfg.reg_weight)?;
 
-            let aux = self.extractor.extract(Some(&items_t), Mode::Train)?.aux_losses;
+            // The SGFD losses on B' = the batch's items, from this step's features of every item.
+            let aux = self.extractor.aux_losses_given(&items_t, &features)?;
             let mut loss = (&bpr + &reg)?;
             for (_, l) in &aux {
                 loss = (loss + l)?;

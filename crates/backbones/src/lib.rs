@@ -1,10 +1,12 @@
 //! Recommenders that take their item features from a [`mmkd_features::FeatureExtractor`], and what they share:
 //! sparse graph propagation ([`graph`]) and the optimisers of the reference codes ([`optim`]).
-//! Models: [`bm3`], [`grcn`], [`mf`] (BPR matrix factorisation) and [`pop`] (popularity); the trainer is
-//! [`train`]. MAML, the CF baselines and the sequential models come with the next issues.
+//! Models with item features: [`bm3`], [`grcn`], [`maml`]; id-only baselines: [`neumf`], [`cml`], [`ngcf`],
+//! [`dgcf`] (sharing [`common`]), [`mf`] (BPR matrix factorisation) and [`pop`] (popularity); the trainer is
+//! [`train`]. The sequential models come with the next issue.
 
 pub mod bm3;
 pub mod cml;
+pub mod common;
 pub mod dgcf;
 pub mod error;
 pub mod graph;

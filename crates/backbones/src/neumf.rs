@@ -35,8 +35,8 @@ use mmkd_features::nn::{linear, LinearInit};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::common::{check_epoch_data, check_users, dropout, mean_stats, sample_epoch, scalar, Sampler};
 use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
-use crate::ngcf::{check_epoch_data, check_users, dropout, mean_stats, sample_epoch, scalar, Sampler};
 use crate::{Error, Result};
 
 /// Std of the embedding initialisation (both codes).

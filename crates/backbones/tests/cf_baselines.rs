@@ -10,14 +10,14 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use mmkd_backbones::cml::{clip_rows, covariance_loss, metric_loss, Cml, CmlConfig, CovForm, MetricLossForm};
+use mmkd_backbones::common::{emb_reg, sample_epoch, RegForm, Sampler};
 use mmkd_backbones::dgcf::{
     cor_loss, distance_correlation, route, CorPairs, Dgcf, DgcfConfig, DgcfGraph, LayerPooling,
 };
 use mmkd_backbones::graph::{propagate_mean, sym_normalized};
 use mmkd_backbones::neumf::{bce_with_logits, NeuMf, NeuMfConfig};
 use mmkd_backbones::ngcf::{
-    edge_dropout, emb_reg, ngcf_layer, row_normalized_with_self_loops, sample_epoch, Ngcf, NgcfConfig, NgcfLayer,
-    NgcfVariant, RegForm, Sampler,
+    edge_dropout, ngcf_layer, row_normalized_with_self_loops, Ngcf, NgcfConfig, NgcfLayer, NgcfVariant,
 };
 use mmkd_backbones::optim::{self, OptimConfig};
 use mmkd_backbones::{Backbone, Dims, EpochCtx, EpochStats};
@@ -204,7 +204,7 @@ fn samplers_follow_the_spec_schemes() {
     let train = random_train(20, 30, 150, 1);
     let nnz = train.nnz();
     let mut rng = mmkd_data::stream(2, "sampling");
-    let check_negatives = |b: &mmkd_backbones::ngcf::TripleBatch, n_neg: usize| {
+    let check_negatives = |b: &mmkd_backbones::common::TripleBatch, n_neg: usize| {
         assert_eq!(b.negatives.len(), b.len() * n_neg);
         for (k, &u) in b.users.iter().enumerate() {
             assert!(train.contains(u as usize, b.positives[k]));

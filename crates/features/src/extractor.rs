@@ -52,6 +52,15 @@ pub trait FeatureExtractor {
     fn on_epoch_start(&mut self, _epoch: usize) -> Result<()> {
         Ok(())
     }
+    /// The auxiliary losses of a training step on the rows `items`, when the backbone already holds this
+    /// step's features of *every* item (`all`, what `extract(None, Mode::Train)` returned). The default
+    /// recomputes the rows (`extract(Some(items), Mode::Train)`); an extractor whose losses see the features
+    /// only through those rows gathers them from `all` instead: the same values and gradients, one forward
+    /// pass fewer.
+    fn aux_losses_given(&self, items: &Tensor, all: &[Tensor]) -> Result<Vec<(&'static str, Tensor)>> {
+        let _ = all;
+        Ok(self.extract(Some(items), Mode::Train)?.aux_losses)
+    }
 }
 
 /// Configuration of the vanilla extractor: one linear layer per modality, as the backbones' original code.

@@ -372,6 +372,22 @@ impl Sgfd {
         self.losses(items)?.weighted(&self.cfg)
     }
 
+    fn aux_losses_from(&self, items: &Tensor, all: &[Tensor]) -> Result<Vec<(&'static str, Tensor)>> {
+        if self.students.is_empty() {
+            // The backbone sees the teacher's features; the losses need no student.
+            return self.losses_with(items, None)?.weighted(&self.cfg);
+        }
+        if all.len() != self.students.len() {
+            return Err(Error::Mismatch(format!(
+                "aux_losses_given: {} feature matrices for {} modalities",
+                all.len(),
+                self.students.len()
+            )));
+        }
+        let rows = all.iter().map(|f| f.index_select(items, 0)).collect::<candle_core::Result<Vec<_>>>()?;
+        self.losses_with(items, Some(&rows))?.weighted(&self.cfg)
+    }
+
     fn extract_checked(&self, items: Option<&Tensor>, mode: Mode) -> Result<Extracted> {
         let features = match (self.cfg.backbone_source, &self.teacher) {
             (BackboneSource::Teacher, Some(teacher)) => self.teacher_features(teacher, items)?,
@@ -419,6 +435,12 @@ impl FeatureExtractor for Sgfd {
     /// those rows. See the module documentation for the two calls a training step makes.
     fn extract(&self, items: Option<&Tensor>, mode: Mode) -> candle_core::Result<Extracted> {
         self.extract_checked(items, mode).map_err(Error::into_candle)
+    }
+
+    /// The weighted SGFD losses on `items` with the student features gathered from `all` (this step's
+    /// features of every item) rather than recomputed.
+    fn aux_losses_given(&self, items: &Tensor, all: &[Tensor]) -> candle_core::Result<Vec<(&'static str, Tensor)>> {
+        self.aux_losses_from(items, all).map_err(Error::into_candle)
     }
 
     fn out_dim(&self) -> usize {

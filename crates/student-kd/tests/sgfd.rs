@@ -114,6 +114,14 @@ fn extract_hands_out_features_and_weighted_losses_only_for_given_training_rows()
     assert!((scalar(&out.aux_losses[1].1) - 0.25 * scalar(&l.ce().unwrap().unwrap())).abs() < 1e-7);
     let aux = sgfd.aux_losses(&rows).unwrap();
     assert_eq!(scalar(&aux[0].1), scalar(&out.aux_losses[0].1));
+    // From the features of every item, gathered instead of recomputed: the same losses.
+    let given = sgfd.aux_losses_given(&rows, &all.features).unwrap();
+    assert_eq!(given.len(), 2);
+    for ((n1, a), (n2, b)) in given.iter().zip(&out.aux_losses) {
+        assert_eq!(n1, n2);
+        assert!((scalar(a) - scalar(b)).abs() < 1e-6, "{n1}: {} vs {}", scalar(a), scalar(b));
+    }
+    assert!(sgfd.aux_losses_given(&rows, &all.features[..1]).is_err());
 
     // L_FD (mse_mean) recomputed by hand from both extractors: mean over modalities of mean (f_s − f_t)².
     let teacher = sgfd.teacher().unwrap();
