@@ -645,6 +645,12 @@ impl Backbone for Grcn {
 
     /// With `reference_stale_eval`, keeps the representations of the last training step (computed before its
     /// optimiser step); otherwise, or before any training, computes them in evaluation mode on the full graph.
+    /// The cached representations belong to the parameters before the load: recompute them (eval mode).
+    fn checkpoint_loaded(&mut self) -> Result<()> {
+        self.cache = None;
+        Ok(())
+    }
+
     fn prepare_eval(&mut self) -> Result<()> {
         if self.cache.is_none() {
             self.cache = Some(self.representations(Mode::Eval)?.detach());

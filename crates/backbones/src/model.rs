@@ -50,6 +50,12 @@ pub trait Backbone {
     fn prepare_eval(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Called after the trainer has loaded a checkpoint into [`Backbone::vars`] (the best one, before the
+    /// final evaluation): drop whatever was computed from the replaced values (e.g. GRCN's cached
+    /// representations of the last training step). Does nothing by default.
+    fn checkpoint_loaded(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Scores of `users` against every item: `(users.len(), n_items)`. The evaluator masks train items itself.
     fn score_users(&self, users: &[u32]) -> Result<Tensor>;
     /// The trainable variables (what the optimiser steps and the checkpoint holds).

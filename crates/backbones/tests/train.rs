@@ -284,3 +284,22 @@ fn a_non_finite_loss_stops_training_and_reports_the_best_epoch_before_it() {
     assert!(err.to_string().contains("epoch 1"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn reference_protocol_reports_the_best_epochs_evaluation_as_logged() {
+    let (ds, _) = tiny();
+    let cfg = TrainConfig { epochs: 4, protocol: Protocol::Reference, ..TrainConfig::default() };
+    let view = training_view(&ds, &cfg);
+    let dir = temp_dir("reference");
+    let mut model = mf(&view, None, 0);
+    let out = run(&mut model, &ds, &cfg, &dir, false);
+    assert_eq!(out.selected_on, "test");
+    let lines = metrics_without_secs(&dir);
+    let logged = &lines[out.best_epoch - 1]["valid"];
+    for (k, v) in &out.test {
+        let want = logged[k].as_f64().unwrap();
+        assert!((v - want).abs() <= 1e-12 * want.abs().max(1.0), "{k}: {v} vs {want}");
+    }
+    assert_eq!(out.valid, out.test);
+    let _ = std::fs::remove_dir_all(&dir);
+}
