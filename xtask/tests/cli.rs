@@ -92,6 +92,55 @@ fn train_runs_both_backbones_extractors_and_protocols() {
 }
 
 #[test]
+fn train_runs_maml_and_the_cf_baselines() {
+    let dir = tiny("models");
+    let data = dir.join("tiny");
+    for (model, extractor) in [
+        ("maml", "vanilla"),
+        ("maml", "sgfd"),
+        ("neumf", "vanilla"),
+        ("cml", "vanilla"),
+        ("ngcf", "none"),
+        ("dgcf", "none"),
+    ] {
+        let out = dir.join(format!("{model}-{extractor}"));
+        ok(&[
+            "train",
+            "--model",
+            model,
+            "--extractor",
+            extractor,
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--set",
+            "maml.batches_per_epoch=5",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let r = result(&out);
+        assert_eq!(r["model"], model);
+        let recall = r["test"]["recall@20"].as_f64().unwrap();
+        assert!(recall > 0.0 && recall <= 1.0, "{model}: {recall}");
+    }
+    // The id-only baselines take no item features.
+    let o = xtask(&[
+        "train",
+        "--model",
+        "cml",
+        "--extractor",
+        "sgfd",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.join("x").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no item features"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_train_arguments_are_errors_that_say_what_is_wrong() {
     let dir = tiny("bad");
     let data = dir.join("tiny");
