@@ -55,6 +55,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::common::DotScores;
 use crate::graph::{propagate_mean, sym_normalized, SparseMatrix};
 use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
 use crate::{Error, Result};
@@ -137,14 +138,6 @@ impl Bm3Losses {
     }
 }
 
-/// Evaluation-mode representations: `g(u)` of every user and `g(i)ᵀ` of every item.
-struct EvalCache {
-    /// `(n_users, d)`.
-    user: Tensor,
-    /// `(d, n_items)`, contiguous.
-    item_t: Tensor,
-}
-
 /// The BM3 model. Parameter keys under the `vb` it is built with: `user_emb.weight` `(n_users, d)`,
 /// `item_emb.weight` `(n_items, d)`, `predictor.weight` `(d, d)`, `predictor.bias` `(d,)`, and the
 /// extractor's, which the caller builds under `vb.pp("extractor")` (e.g. `extractor.student.visual.weight`).
@@ -161,7 +154,7 @@ pub struct Bm3 {
     extractor: Box<dyn FeatureExtractor>,
     varmap: VarMap,
     device: Device,
-    eval_cache: Option<EvalCache>,
+    eval_cache: Option<DotScores>,
 }
 
 impl fmt::Debug for Bm3 {
@@ -312,11 +305,10 @@ impl Bm3 {
     }
 
     /// `g(u)` of every user and `g(i)ᵀ` of every item, detached.
-    fn eval_representations(&self) -> Result<EvalCache> {
+    fn eval_representations(&self) -> Result<DotScores> {
         let (u, i) = self.forward()?;
-        let user = self.predictor.forward(&u)?.detach(); // (U, d)
-        let item_t = self.predictor.forward(&i)?.detach().t()?.contiguous()?; // (d, I)
-        Ok(EvalCache { user, item_t })
+        DotScores::new(&self.predictor.forward(&u)?, &self.predictor.forward(&i)?)
+        // (U, d), (I, d)
     }
 }
 
@@ -387,11 +379,7 @@ impl Backbone for Bm3 {
             .eval_cache
             .as_ref()
             .ok_or_else(|| Error::Config("bm3: call prepare_eval before score_users".into()))?;
-        if let Some(&u) = users.iter().find(|&&u| u as usize >= self.dims.n_users) {
-            return Err(Error::Shape(format!("bm3: user {u} out of range for {} users", self.dims.n_users)));
-        }
-        let idx = Tensor::from_slice(users, users.len(), &self.device)?;
-        Ok(cache.user.index_select(&idx, 0)?.matmul(&cache.item_t)?) // (b, n_items)
+        cache.score("bm3", users)
     }
 
     fn vars(&self) -> &VarMap {

@@ -190,6 +190,12 @@ pub fn covariance_loss(y: &Tensor, form: CovForm) -> Result<Tensor> {
 /// Every row x of `x` `(n, d)` scaled by `min(1, c/‖x‖)` (TensorFlow `clip_by_norm` per row), so that no row
 /// is longer than `c`; rows inside the ball are unchanged.
 pub fn clip_rows(x: &Tensor, c: f64) -> Result<Tensor> {
+    if x.rank() != 2 {
+        return Err(Error::Shape(format!("clip_rows: expected (n, d), got {:?}", x.dims())));
+    }
+    if !(c.is_finite() && c > 0.0) {
+        return Err(Error::Config(format!("clip_rows: the bound must be finite and > 0, got {c}")));
+    }
     let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?; // (n, 1)
                                                  // c / max(‖x‖, c) = min(1, c/‖x‖), and 1 for a zero row.
     let factor = norm.clamp(c, f64::INFINITY)?.recip()?.affine(c, 0.0)?; // (n, 1)

@@ -1,6 +1,6 @@
-//! What the id-only CF baselines (NeuMF, CML, NGCF, DGCF) share: the epoch samplers of spec
-//! `cf-baselines.md` §0, inverted dropout from a seeded stream, the two embedding-L2 conventions, one BPR
-//! epoch loop, and the input checks.
+//! What several backbones share: the epoch samplers of spec `cf-baselines.md` §0, inverted dropout from a
+//! seeded stream, the two embedding-L2 conventions, one BPR epoch loop, the input checks (the id-only CF
+//! baselines), and [`DotScores`], the evaluation cache of every dot-product scorer (BM3, NGCF, DGCF).
 
 use std::collections::BTreeMap;
 
@@ -263,4 +263,33 @@ pub(crate) fn bpr_epoch(
         ctx.optimizer.backward_step(total)?;
     }
     Ok(mean_stats(sums, n_batches))
+}
+
+/// Evaluation-mode representations of a dot-product scorer: every user's row and every item's row,
+/// transposed once so that a user batch is one matrix product.
+#[derive(Debug, Clone)]
+pub struct DotScores {
+    /// `(n_users, d)`.
+    user: Tensor,
+    /// `(d, n_items)`, contiguous.
+    item_t: Tensor,
+}
+
+impl DotScores {
+    /// From user rows `(n_users, d)` and item rows `(n_items, d)`, detached.
+    pub fn new(user: &Tensor, item: &Tensor) -> Result<Self> {
+        Ok(Self { user: user.detach(), item_t: item.detach().t()?.contiguous()? })
+    }
+
+    /// From joint representations `(n_users + n_items, d)`, users first.
+    pub fn from_joint(e: &Tensor, dims: Dims) -> Result<Self> {
+        Self::new(&e.narrow(0, 0, dims.n_users)?, &e.narrow(0, dims.n_users, dims.n_items)?)
+    }
+
+    /// `user[users] · itemᵀ`: `(users.len(), n_items)`; an out-of-range user is an error naming `model`.
+    pub fn score(&self, model: &str, users: &[u32]) -> Result<Tensor> {
+        check_users(model, users, self.user.dim(0)?)?;
+        let idx = Tensor::from_slice(users, users.len(), self.user.device())?;
+        Ok(self.user.index_select(&idx, 0)?.matmul(&self.item_t)?)
+    }
 }

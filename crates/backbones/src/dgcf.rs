@@ -39,7 +39,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    bpr_epoch, check_epoch_data, check_train_shape, check_users, emb_reg, sample_epoch, RegForm, Sampler, TripleBatch,
+    bpr_epoch, check_epoch_data, check_train_shape, emb_reg, sample_epoch, DotScores, RegForm, Sampler, TripleBatch,
 };
 use crate::graph::{edge_dot, spmm_weighted, SparsePattern};
 use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
@@ -313,14 +313,6 @@ pub fn cor_loss(z: &Tensor, n_factors: usize, pairs: CorPairs) -> Result<Tensor>
     }
 }
 
-/// Evaluation-mode `E*` split by side.
-struct EvalCache {
-    /// `(n_users, d)`.
-    user: Tensor,
-    /// `(d, n_items)`, contiguous.
-    item_t: Tensor,
-}
-
 /// The DGCF model. Keys under its `vb`: `user_emb.weight` `(n_users, d)` and `item_emb.weight`
 /// `(n_items, d)`.
 pub struct Dgcf {
@@ -332,7 +324,7 @@ pub struct Dgcf {
     n_train: usize,
     varmap: VarMap,
     device: Device,
-    eval_cache: Option<EvalCache>,
+    eval_cache: Option<DotScores>,
 }
 
 impl fmt::Debug for Dgcf {
@@ -475,10 +467,7 @@ impl Backbone for Dgcf {
     /// Caches `E*` routed without gradient tracking.
     fn prepare_eval(&mut self) -> Result<()> {
         let e0 = self.ego_embeddings()?.detach();
-        let e = route(&self.graph, &e0, &self.cfg)?.emb;
-        let user = e.narrow(0, 0, self.dims.n_users)?;
-        let item_t = e.narrow(0, self.dims.n_users, self.dims.n_items)?.t()?.contiguous()?;
-        self.eval_cache = Some(EvalCache { user, item_t });
+        self.eval_cache = Some(DotScores::from_joint(&route(&self.graph, &e0, &self.cfg)?.emb, self.dims)?);
         Ok(())
     }
 
@@ -488,9 +477,7 @@ impl Backbone for Dgcf {
             .eval_cache
             .as_ref()
             .ok_or_else(|| Error::Config("dgcf: call prepare_eval before score_users".into()))?;
-        check_users("dgcf", users, self.dims.n_users)?;
-        let idx = Tensor::from_slice(users, users.len(), &self.device)?;
-        Ok(cache.user.index_select(&idx, 0)?.matmul(&cache.item_t)?) // (b, n_items)
+        cache.score("dgcf", users)
     }
 
     fn vars(&self) -> &VarMap {

@@ -77,6 +77,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::cml::{clip_rows, covariance_loss, CovForm};
 use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
 use crate::{Error, Result};
 
@@ -365,7 +366,7 @@ impl Maml {
             }
         }
         let o = h.affine(self.cfg.feature_projection_scaling_factor, 0.0)?; // (b, K)
-        clip_rows_by_norm(&o, self.cfg.clip_norm)
+        clip_rows(&o, self.cfg.clip_norm)
     }
 
     /// `layer` as the step uses it: detached when only the embeddings are trained.
@@ -482,7 +483,7 @@ impl Maml {
         };
         let cov = if self.cfg.use_cov_loss {
             let x = Tensor::cat(&[e_item, e_user], 0)?; // (n_items + n_users, K)
-            covariance_loss(&x)?.affine(self.cfg.cov_loss_weight, 0.0)?
+            covariance_loss(&x, CovForm::OffdiagSum)?.affine(self.cfg.cov_loss_weight, 0.0)?
         } else {
             zero
         };
@@ -501,7 +502,7 @@ impl Maml {
     /// Clips every row of E_u and E_i to norm ≤ `clip_norm` in place (`tf.clip_by_norm(·, axes=[1])`).
     pub fn clip_embeddings(&self) -> Result<()> {
         for var in [&self.user_emb, &self.item_emb] {
-            let clipped = clip_rows_by_norm(&var.as_tensor().detach(), self.cfg.clip_norm)?;
+            let clipped = clip_rows(&var.as_tensor().detach(), self.cfg.clip_norm)?;
             var.set(&clipped)?;
         }
         Ok(())
@@ -667,21 +668,6 @@ impl Backbone for Maml {
     }
 }
 
-/// Rows of `x` `(n, K)` scaled to norm ≤ `max_norm`: `x · max_norm / max(‖x‖, max_norm)` (TensorFlow
-/// `clip_by_norm(x, max_norm, axes=[1])`). Rows inside the ball are multiplied by exactly 1.
-pub fn clip_rows_by_norm(x: &Tensor, max_norm: f64) -> Result<Tensor> {
-    if x.rank() != 2 {
-        return Err(Error::Shape(format!("clip_rows_by_norm: expected (n, K), got {:?}", x.dims())));
-    }
-    if !(max_norm.is_finite() && max_norm > 0.0) {
-        return Err(Error::Config(format!("clip_rows_by_norm: max_norm must be finite and > 0, got {max_norm}")));
-    }
-    let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(max_norm, f64::INFINITY)?; // (n, 1)
-                                                                                 // max_norm / max(‖x‖, max_norm): a quotient of two equal numbers, exactly 1, inside the ball.
-    let scale = (norm.ones_like()?.affine(max_norm, 0.0)? / &norm)?; // (n, 1)
-    Ok(x.broadcast_mul(&scale)?)
-}
-
 /// The attention weights `a = K · softmax(relu(output(l2n(tanh(hidden(l2n([e_u ; e_i ; f])))))))` of each row
 /// (spec §5): `e_u`, `e_i`, `f` `(n, K)`; `hidden` 3K → 5K (any width), `output` → K. Returns `(n, K)`, each
 /// row summing to K. `l2n` is TensorFlow's (norm clamped at 1e-6).
@@ -745,19 +731,6 @@ pub fn hinge_rank_loss(d_pos: &Tensor, d_neg: &Tensor, margin: f64, rank_items: 
         }
     };
     Ok(per_pair.sum_all()?)
-}
-
-/// `Σ_{k≠l} Cov_kl` with `Cov = X_cᵀX_c / n`, `X_c = X − column mean`, `x` `(n, K)`: the signed sum of the
-/// off-diagonal covariances (spec §6), computed as `(1/n) Σ_i [(Σ_k X_c,ik)² − Σ_k X_c,ik²]`.
-pub fn covariance_loss(x: &Tensor) -> Result<Tensor> {
-    let (n, _) = x.dims2()?;
-    if n == 0 {
-        return Err(Error::Shape("covariance_loss: expected (n ≥ 1, K), got no rows".into()));
-    }
-    let xc = x.broadcast_sub(&x.mean_keepdim(0)?)?; // (n, K)
-    let all = xc.sum(1)?.sqr()?.sum_all()?; // Σ_kl of n·Cov
-    let diag = xc.sqr()?.sum_all()?; // trace of n·Cov
-    Ok((all - diag)?.affine(1.0 / n as f64, 0.0)?)
 }
 
 /// `Σ_j ‖e_i[j] − f[j]‖²`: `e_i`, `f` `(n, K)`.

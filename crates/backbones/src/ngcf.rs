@@ -44,7 +44,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    bpr_epoch, check_epoch_data, check_train_shape, check_users, dropout, emb_reg, sample_epoch, RegForm, Sampler,
+    bpr_epoch, check_epoch_data, check_train_shape, dropout, emb_reg, sample_epoch, DotScores, RegForm, Sampler,
     TripleBatch,
 };
 use crate::graph::{spmm, sym_normalized, SparseMatrix, SparsePattern};
@@ -221,14 +221,6 @@ pub fn edge_dropout(a: &SparseMatrix, p: f64, rng: &mut ChaCha8Rng) -> Result<Sp
     SparseMatrix::from_coo(a.n_rows(), a.n_cols(), &rows, &cols, values)
 }
 
-/// Evaluation-mode `E*` split by side.
-struct EvalCache {
-    /// `(n_users, out_dim)`.
-    user: Tensor,
-    /// `(out_dim, n_items)`, contiguous.
-    item_t: Tensor,
-}
-
 /// The NGCF model. Keys under its `vb`: `user_emb.weight` `(n_users, d)`, `item_emb.weight` `(n_items, d)`,
 /// and per layer l `layers.{l}.w1.{weight,bias}`, `layers.{l}.w2.{weight,bias}` (weights `(d_l, d_{l−1})`).
 pub struct Ngcf {
@@ -242,7 +234,7 @@ pub struct Ngcf {
     n_train: usize,
     varmap: VarMap,
     device: Device,
-    eval_cache: Option<EvalCache>,
+    eval_cache: Option<DotScores>,
 }
 
 impl fmt::Debug for Ngcf {
@@ -407,10 +399,7 @@ impl Backbone for Ngcf {
 
     /// Caches the evaluation-mode `E*` (no dropout).
     fn prepare_eval(&mut self) -> Result<()> {
-        let e = self.forward(None)?.detach();
-        let user = e.narrow(0, 0, self.dims.n_users)?;
-        let item_t = e.narrow(0, self.dims.n_users, self.dims.n_items)?.t()?.contiguous()?;
-        self.eval_cache = Some(EvalCache { user, item_t });
+        self.eval_cache = Some(DotScores::from_joint(&self.forward(None)?, self.dims)?);
         Ok(())
     }
 
@@ -420,9 +409,7 @@ impl Backbone for Ngcf {
             .eval_cache
             .as_ref()
             .ok_or_else(|| Error::Config("ngcf: call prepare_eval before score_users".into()))?;
-        check_users("ngcf", users, self.dims.n_users)?;
-        let idx = Tensor::from_slice(users, users.len(), &self.device)?;
-        Ok(cache.user.index_select(&idx, 0)?.matmul(&cache.item_t)?) // (b, n_items)
+        cache.score("ngcf", users)
     }
 
     fn vars(&self) -> &VarMap {

@@ -9,10 +9,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarMap};
-use mmkd_backbones::maml::{
-    attention_weights, clip_rows_by_norm, covariance_loss, feature_loss, hinge_rank_loss, weighted_distance, Maml,
-    MamlConfig,
-};
+use mmkd_backbones::cml::{clip_rows, covariance_loss, CovForm};
+use mmkd_backbones::maml::{attention_weights, feature_loss, hinge_rank_loss, weighted_distance, Maml, MamlConfig};
 use mmkd_backbones::optim::{self, AnyOptimizer, OptimConfig};
 use mmkd_backbones::{Backbone, Dims, EpochCtx, EpochStats};
 use mmkd_data::{Dataset, Labels};
@@ -154,7 +152,7 @@ fn covariance_and_feature_losses_match_hand_numbers() {
     // X = [[1, 2], [3, 0], [2, 4]]: mean (2, 2), X_c = [[−1, 0], [1, −2], [0, 2]], Cov_12 = (0 − 2 + 0)/3, and
     // the off-diagonal sum counts it twice: −4/3 (signed, not squared).
     let x = tensor(&[&[1.0, 2.0], &[3.0, 0.0], &[2.0, 4.0]]);
-    assert!((scalar(&covariance_loss(&x).unwrap()) + 4.0 / 3.0).abs() < 1e-12);
+    assert!((scalar(&covariance_loss(&x, CovForm::OffdiagSum).unwrap()) + 4.0 / 3.0).abs() < 1e-12);
     // Against the full covariance matrix by loops, K = 3.
     let x = tensor(&[&[0.5, -1.0, 2.0], &[1.5, 0.3, -0.2], &[-0.7, 0.8, 0.1], &[0.2, 0.2, 0.9]]);
     let r = rows(&x);
@@ -168,8 +166,8 @@ fn covariance_and_feature_losses_match_hand_numbers() {
             }
         }
     }
-    assert!((scalar(&covariance_loss(&x).unwrap()) - off).abs() < 1e-12);
-    assert!(grad_check(covariance_loss, &x, 1e-6) < 1e-8);
+    assert!((scalar(&covariance_loss(&x, CovForm::OffdiagSum).unwrap()) - off).abs() < 1e-12);
+    assert!(grad_check(|t| covariance_loss(t, CovForm::OffdiagSum), &x, 1e-6) < 1e-8);
 
     // Σ_j ‖e_j − f_j‖²: (1 + 4) + (0 + 9).
     let e = tensor(&[&[1.0, 2.0], &[3.0, 0.0]]);
@@ -182,7 +180,7 @@ fn covariance_and_feature_losses_match_hand_numbers() {
 #[test]
 fn clipping_bounds_rows_and_leaves_inner_rows_alone() {
     let x = Tensor::new(&[[3.0f32, 4.0], [0.3, 0.4], [0.0, 0.0], [-6.0, 8.0], [0.5, -0.7]], &CPU).unwrap();
-    let got: Vec<Vec<f32>> = clip_rows_by_norm(&x, 1.0).unwrap().to_vec2().unwrap();
+    let got: Vec<Vec<f32>> = clip_rows(&x, 1.0).unwrap().to_vec2().unwrap();
     let want = [[0.6f32, 0.8], [0.3, 0.4], [0.0, 0.0], [-0.6, 0.8], [0.5, -0.7]];
     for (g, w) in got.iter().zip(&want) {
         assert!((g[0] - w[0]).abs() < 1e-6 && (g[1] - w[1]).abs() < 1e-6, "{g:?} vs {w:?}");
@@ -192,15 +190,15 @@ fn clipping_bounds_rows_and_leaves_inner_rows_alone() {
         assert_eq!(got[r], x.to_vec2::<f32>().unwrap()[r]);
     }
     // Another bound; large rows all end up inside.
-    let got: Vec<Vec<f32>> = clip_rows_by_norm(&x, 2.0).unwrap().to_vec2().unwrap();
+    let got: Vec<Vec<f32>> = clip_rows(&x, 2.0).unwrap().to_vec2().unwrap();
     assert!((got[0][0] - 1.2).abs() < 1e-6 && (got[0][1] - 1.6).abs() < 1e-6);
     let values: Vec<f32> = (0..400).map(|k| ((k * 37 % 101) as f32 - 50.0) * 0.1).collect();
     let big = Tensor::from_vec(values, (50, 8), &CPU).unwrap();
-    let clipped = clip_rows_by_norm(&big, 1.0).unwrap();
+    let clipped = clip_rows(&big, 1.0).unwrap();
     let norms: Vec<f32> = clipped.sqr().unwrap().sum(1).unwrap().sqrt().unwrap().to_vec1().unwrap();
     assert!(norms.iter().all(|&n| n <= 1.0 + 1e-6), "{norms:?}");
-    assert!(clip_rows_by_norm(&x, 0.0).is_err());
-    assert!(clip_rows_by_norm(&x.flatten_all().unwrap(), 1.0).is_err());
+    assert!(clip_rows(&x, 0.0).is_err());
+    assert!(clip_rows(&x.flatten_all().unwrap(), 1.0).is_err());
 }
 
 #[test]
@@ -363,7 +361,7 @@ fn item_embeddings_start_as_f_and_one_batch_recomposes() {
     let emb = scalar(&hinge_rank_loss(&d_pos, &d_neg, 1.0, Some(data.ds.n_items)).unwrap());
     let (e_u, e_i) = model.embeddings();
     let feat = scalar(&feature_loss(e_i, &model.item_features(None).unwrap()).unwrap());
-    let cov = 5.0 * scalar(&covariance_loss(&Tensor::cat(&[e_i, e_u], 0).unwrap()).unwrap());
+    let cov = 5.0 * scalar(&covariance_loss(&Tensor::cat(&[e_i, e_u], 0).unwrap(), CovForm::OffdiagSum).unwrap());
     let close = |t: &Tensor, want: f64| {
         let got = scalar(t);
         assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{got} vs {want}");
