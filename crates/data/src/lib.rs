@@ -22,6 +22,7 @@ mod labels;
 mod loader;
 pub mod rng;
 mod sampler;
+pub mod sequential;
 mod stats;
 mod table;
 

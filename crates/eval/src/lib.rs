@@ -18,6 +18,7 @@ pub mod bench;
 mod error;
 mod evaluate;
 mod metrics;
+pub mod sequential;
 mod topk;
 mod ttest;
 

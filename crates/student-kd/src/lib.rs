@@ -19,6 +19,7 @@
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod kdsr;
 pub mod losses;
 pub mod sgfd;
 pub mod student;

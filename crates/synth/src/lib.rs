@@ -76,6 +76,7 @@
 
 mod generate;
 mod preset;
+pub mod sequential;
 mod write;
 
 use std::path::PathBuf;

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod extractor;
 pub mod fusion;
+pub mod kdsr;
 pub mod losses;
 pub mod model;
 pub mod pretrain;
