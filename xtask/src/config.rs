@@ -55,6 +55,17 @@ pub struct RunConfig {
     pub dgcf: mmkd_backbones::dgcf::DgcfConfig,
     pub sgfd: SgfdConfig,
     pub projection: ProjectionConfig,
+    /// Sequential data: k-core, maximum input length, test share.
+    pub seq_data: mmkd_data::sequential::SeqOptions,
+    /// What every sequential model shares (embedding width, batch, cutoffs, modality tables).
+    pub seq: mmkd_backbones::seq_train::SeqConfig,
+    pub mmsr: mmkd_backbones::mmsr_sequential::MmsrConfig,
+    pub sasrec: mmkd_backbones::sasrec::SasRecConfig,
+    pub gru4rec: mmkd_backbones::gru4rec::Gru4RecConfig,
+    /// The autoencoder that compresses each modality's features for the sequential models.
+    pub ae: mmkd_teacher::kdsr::AeConfig,
+    /// KDSR's correlation distillation (`train --kdsr`).
+    pub kdsr: mmkd_student_kd::kdsr::KdsrConfig,
 }
 
 /// `[data]`: preprocessing of the data before training.

@@ -1,6 +1,7 @@
 //! `cargo xtask gen-data --preset NAME --seed N --out DIR`, and with `--interactions DIR`: labels and
 //! features of the preset's shape for interactions read from DIR (e.g. the real Office interactions), for
-//! benchmarks at the real graph's size.
+//! benchmarks at the real graph's size. The sequential presets (`tiny-seq`, `beauty`) write the sequential
+//! layout (`interactions.csv`, see `mmkd_synth::sequential`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct GenDataArgs {
-    /// Preset: office, clothing, toys or tiny.
+    /// Preset: office, clothing, toys or tiny (SGFD layout); tiny-seq or beauty (sequential layout).
     #[arg(long, default_value = "office")]
     pub preset: String,
     /// Generator seed; the same seed writes byte-identical files.
@@ -33,7 +34,35 @@ pub fn run(args: &GenDataArgs) -> anyhow::Result<()> {
         return features_for(&args.preset, args.seed, dir, &out);
     }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("data").join(&args.preset));
+    if mmkd_synth::sequential::is_seq_preset(&args.preset) {
+        return generate_sequential(&args.preset, args.seed, &out);
+    }
     generate(&args.preset, args.seed, &out)?;
+    Ok(())
+}
+
+/// Generates the sequential preset `preset` with `seed` into `out`.
+fn generate_sequential(preset: &str, seed: u64, out: &std::path::Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let preset = mmkd_synth::sequential::SeqPreset::by_name(preset)?;
+    tracing::info!(preset = %preset.base.name, seed, out = %out.display(), "generating");
+    let generated = mmkd_synth::sequential::generate_sequential(&preset, seed)?;
+    generated.write(out).with_context(|| format!("writing {}", out.display()))?;
+    let st = &generated.stats;
+    println!(
+        "{}: {} users, {} items, {} interactions (avg length {:.2}, {} train / {} test instances), sparsity {:.4}; \
+         {:.2}s → {}",
+        preset.base.name,
+        st.n_users,
+        st.n_items,
+        st.n_interactions,
+        st.avg_len,
+        st.n_train_instances,
+        st.n_test_instances,
+        st.sparsity,
+        started.elapsed().as_secs_f64(),
+        out.join("manifest.json").display()
+    );
     Ok(())
 }
 

@@ -7,12 +7,16 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Data folder in the SGFD layout (train.csv, test.csv, …) or the MMRec layout (<name>.inter, …).
+    /// Data folder in the SGFD layout (train.csv, test.csv, …), the MMRec layout (<name>.inter, …) or the
+    /// sequential layout (interactions.csv, …).
     #[arg(long)]
     pub data: PathBuf,
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    if mmkd_data::sequential::is_sequential(&args.data) {
+        return inspect_sequential(&args.data);
+    }
     let (dataset, features) = load_checked(&args.data)?;
     println!("{}", dataset.stats());
     if let Some(features) = &features {
@@ -36,6 +40,24 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
             println!("  - {f}");
         }
     }
+    Ok(())
+}
+
+/// A sequential folder: loaded with the default protocol (5-core, 80/20 chronological split), which checks
+/// every cell and the item ids against the feature and label files present.
+fn inspect_sequential(dir: &std::path::Path) -> anyhow::Result<()> {
+    let opts = mmkd_data::sequential::SeqOptions::default();
+    let data = mmkd_data::sequential::load_sequential(dir, &opts)
+        .with_context(|| format!("invalid sequential data set in {}", dir.display()))?;
+    println!("{}", data.stats());
+    for (name, file) in mmkd_data::SGFD_FEATURES {
+        let path = dir.join(file);
+        if path.is_file() {
+            let (rows, dim) = mmkd_data::npy_rows(&path)?;
+            println!("{:<28}{rows} × {dim}  ({})", format!("features `{name}`"), path.display());
+        }
+    }
+    println!("validation                  no problems found");
     Ok(())
 }
 

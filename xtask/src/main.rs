@@ -8,8 +8,11 @@ mod gen_data;
 mod inspect;
 mod logging;
 mod quickstart;
+mod recommend;
+mod reproduce;
 mod teacher;
 mod train;
+mod train_seq;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +40,10 @@ enum Command {
     Quickstart(quickstart::QuickstartArgs),
     /// Train a backbone with early stopping on a layered configuration; write checkpoints and result.json.
     Train(train::TrainArgs),
+    /// Run every cell of a paper's tables over seeds (resumable) and write the report: tables, p-values, plots.
+    Reproduce(reproduce::ReproduceArgs),
+    /// Top-K items for a user from a trained run's best checkpoint, the user's train items excluded.
+    Recommend(recommend::RecommendArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Quickstart(a) => quickstart::run(&a),
         Command::Teacher(a) => teacher::run(&a),
         Command::Train(a) => train::run(&a),
+        Command::Reproduce(a) => reproduce::run(&a),
+        Command::Recommend(a) => recommend::run(&a),
     }
 }

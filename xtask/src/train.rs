@@ -35,6 +35,12 @@ pub enum ModelKind {
     Ngcf,
     /// Disentangled graph collaborative filtering (ids only).
     Dgcf,
+    /// MMSR as the KDSR code runs it (sequential data; `--kdsr` adds correlation distillation).
+    Mmsr,
+    /// SASRec with gated ID, image and text inputs (sequential data).
+    Sasrec,
+    /// GRU4Rec with gated ID, image and text inputs (sequential data).
+    Gru4rec,
 }
 
 impl ModelKind {
@@ -50,7 +56,15 @@ impl ModelKind {
             Self::Cml => "cml",
             Self::Ngcf => "ngcf",
             Self::Dgcf => "dgcf",
+            Self::Mmsr => "mmsr",
+            Self::Sasrec => "sasrec",
+            Self::Gru4rec => "gru4rec",
         }
+    }
+
+    /// Whether the model is a sequential recommender (next-item prediction on the sequential layout).
+    pub fn is_sequential(self) -> bool {
+        matches!(self, Self::Mmsr | Self::Sasrec | Self::Gru4rec)
     }
 
     /// Whether the model reads item features (through an extractor) at all.
@@ -100,6 +114,9 @@ pub struct TrainArgs {
     /// Folder of base.toml, dataset/ and model/.
     #[arg(long, default_value = "configs")]
     pub configs: PathBuf,
+    /// Sequential models: add KDSR's correlation distillation (`[kdsr]`) and asynchronous learning rates.
+    #[arg(long)]
+    pub kdsr: bool,
 }
 
 /// What `--extractor` names.
@@ -180,9 +197,7 @@ impl TrainArgs {
             sets: self.set.clone(),
             flags,
         };
-        let (cfg, applied) = crate::config::resolve(&layers)?;
-        let layers: Vec<String> = applied.iter().map(|p| p.display().to_string()).collect();
-        tracing::info!(layers = %layers.join(" → "), "configuration");
+        let (cfg, layers) = resolve_layers(layers)?;
 
         let (dataset, features) = crate::inspect::load_checked(&self.data)?;
         // Models are built from the split the trainer trains on, so no validation item enters their graph.
@@ -222,24 +237,23 @@ impl TrainArgs {
             ModelKind::Dgcf => {
                 Box::new(mmkd_backbones::dgcf::Dgcf::new(vb, &vars, &cfg.dgcf, dims, &view.train, &device)?)
             }
+            ModelKind::Mmsr | ModelKind::Sasrec | ModelKind::Gru4rec => {
+                bail!("--model {} is sequential: it trains on the sequential layout", self.model.name())
+            }
         };
         Ok(Prepared { cfg, layers, dataset, model, device })
     }
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    if args.model.is_sequential() || mmkd_data::sequential::is_sequential(&args.data) {
+        return crate::train_seq::run(args);
+    }
+    if args.kdsr {
+        bail!("--kdsr applies to the sequential models (mmsr, sasrec, gru4rec), not to --model {}", args.model.name());
+    }
     let Prepared { cfg, layers, dataset, mut model, device } = args.prepare()?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let text = format!(
-        "# Resolved configuration of `cargo xtask train --model {} --extractor {}` on {}.\n# Layers: {}.\n\n{}",
-        args.model.name(),
-        args.extractor,
-        args.data.display(),
-        if layers.is_empty() { "built-in defaults".to_string() } else { layers.join(" → ") },
-        toml::to_string(&cfg).context("serialising the configuration")?
-    );
-    let path = args.out.join("config.toml");
-    mmkd_features::write_atomically(&path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
+    write_config(args, &cfg, &layers)?;
     let outcome = mmkd_backbones::train(
         model.as_mut(),
         &dataset,
@@ -253,6 +267,31 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("training {} into {}", args.model.name(), args.out.display()))?;
     print_outcome(&outcome, &dataset.name, &args.out);
+    Ok(())
+}
+
+/// Resolves `layers` and logs the files applied; returns the configuration and the files, in order.
+pub fn resolve_layers(layers: Layers) -> anyhow::Result<(RunConfig, Vec<String>)> {
+    let (cfg, applied) = crate::config::resolve(&layers)?;
+    let layers: Vec<String> = applied.iter().map(|p| p.display().to_string()).collect();
+    tracing::info!(layers = %layers.join(" → "), "configuration");
+    Ok((cfg, layers))
+}
+
+/// Writes the resolved configuration `cfg` of `args` with its layers to `args.out/config.toml` (atomically).
+pub fn write_config(args: &TrainArgs, cfg: &RunConfig, layers: &[String]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let text = format!(
+        "# Resolved configuration of `cargo xtask train --model {} --extractor {}{}` on {}.\n# Layers: {}.\n\n{}",
+        args.model.name(),
+        args.extractor,
+        if args.kdsr { " --kdsr" } else { "" },
+        args.data.display(),
+        if layers.is_empty() { "built-in defaults".to_string() } else { layers.join(" → ") },
+        toml::to_string(cfg).context("serialising the configuration")?
+    );
+    let path = args.out.join("config.toml");
+    mmkd_features::write_atomically(&path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
     Ok(())
 }
 

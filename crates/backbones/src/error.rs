@@ -20,6 +20,10 @@ pub enum Error {
     Data(#[from] mmkd_data::Error),
     #[error(transparent)]
     Eval(#[from] mmkd_eval::Error),
+    #[error(transparent)]
+    Teacher(#[from] mmkd_teacher::Error),
+    #[error(transparent)]
+    Student(#[from] mmkd_student_kd::Error),
     /// A checkpoint, state or result file that cannot be read or written.
     #[error("cannot access {path}")]
     Io {

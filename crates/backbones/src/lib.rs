@@ -21,6 +21,7 @@ pub mod ngcf;
 pub mod optim;
 pub mod pop;
 pub mod sasrec;
+pub mod seq_kdsr;
 pub mod seq_model;
 pub mod seq_train;
 pub mod seqnn;

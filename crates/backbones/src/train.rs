@@ -449,7 +449,7 @@ fn union(a: &Csr, b: &Csr) -> Csr {
 }
 
 /// `name=value` pairs, for the epoch log line.
-fn format_losses(losses: &BTreeMap<String, f64>) -> String {
+pub(crate) fn format_losses(losses: &BTreeMap<String, f64>) -> String {
     let parts: Vec<String> = losses.iter().map(|(k, v)| format!("{k}={v:.5}")).collect();
     if parts.is_empty() {
         "-".into()
@@ -473,7 +473,7 @@ fn epoch_marker(epochs_done: usize) -> Result<Tensor> {
 }
 
 /// Saves the variables of `vars` by name, plus [`EPOCH_KEY`] when `epochs_done` is given.
-fn save_vars(vars: &VarMap, path: &Path, epochs_done: Option<usize>) -> Result<()> {
+pub(crate) fn save_vars(vars: &VarMap, path: &Path, epochs_done: Option<usize>) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, var) in sorted_named_vars(vars) {
         if name == EPOCH_KEY {
@@ -517,7 +517,7 @@ fn read_tensors(path: &Path, device: &Device) -> Result<(HashMap<String, Tensor>
 
 /// Sets every variable of `vars` from the file at `path`, which must hold exactly those names with the
 /// same shapes and dtypes; nothing changes on error.
-fn load_vars(vars: &VarMap, path: &Path, device: &Device) -> Result<()> {
+pub(crate) fn load_vars(vars: &VarMap, path: &Path, device: &Device) -> Result<()> {
     let (tensors, _) = read_tensors(path, device)?;
     set_vars(vars, tensors, path)
 }
@@ -621,7 +621,7 @@ fn trim_metrics(path: &Path, epochs_done: usize) -> Result<()> {
     write_file(path, kept.as_bytes())
 }
 
-fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
+pub(crate) fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
     let mut line = value.to_string();
@@ -630,21 +630,21 @@ fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
 }
 
 /// `bytes` into `path`, atomically.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     mmkd_features::write_atomically(path, |w| w.write_all(bytes)).map_err(|e| match e {
         mmkd_features::Error::Io { path, source } => Error::Io { path, source },
         other => other.into(),
     })
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: e.to_string() })?;
     text.push('\n');
     write_file(path, text.as_bytes())
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: e.to_string() })
 }

@@ -157,7 +157,7 @@ pub fn generate_for_interactions(
 }
 
 /// Category sizes `π_c ∝ (c + 1)^(−exponent)`, normalised; (n_labels,).
-fn category_probs(n_labels: usize, exponent: f64) -> Vec<f64> {
+pub(crate) fn category_probs(n_labels: usize, exponent: f64) -> Vec<f64> {
     let raw: Vec<f64> = (0..n_labels).map(|c| ((c + 1) as f64).powf(-exponent)).collect();
     let sum: f64 = raw.iter().sum();
     raw.iter().map(|w| w / sum).collect()
@@ -165,7 +165,7 @@ fn category_probs(n_labels: usize, exponent: f64) -> Vec<f64> {
 
 /// Stratified draw of the labels: one item per category, the rest in proportion to `pi` (cumulative
 /// rounding, so the counts sum exactly), then shuffled over the items. Every category occurs.
-fn sample_labels(n_items: usize, pi: &[f64], rng: &mut ChaCha8Rng) -> Vec<usize> {
+pub(crate) fn sample_labels(n_items: usize, pi: &[f64], rng: &mut ChaCha8Rng) -> Vec<usize> {
     let rest = (n_items - pi.len()) as f64;
     let mut labels = Vec::with_capacity(n_items);
     let mut cum = 0.0;
@@ -181,7 +181,7 @@ fn sample_labels(n_items: usize, pi: &[f64], rng: &mut ChaCha8Rng) -> Vec<usize>
     labels
 }
 
-fn normal_vec(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+pub(crate) fn normal_vec(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let x: f32 = StandardNormal.sample(rng);
@@ -191,7 +191,7 @@ fn normal_vec(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// `z_i = a·μ_{c_i} + (1−a)·ε_i`, ε_i ~ N(0, I_r); (n_items, r).
-fn item_latents(p: &Preset, labels: &[usize], centroids: &[f32], rng: &mut ChaCha8Rng) -> Vec<f32> {
+pub(crate) fn item_latents(p: &Preset, labels: &[usize], centroids: &[f32], rng: &mut ChaCha8Rng) -> Vec<f32> {
     let r = p.latent_dim;
     let a = p.label_share as f32;
     let mut z = normal_vec(rng, p.n_items * r, 1.0 - a);
@@ -206,17 +206,30 @@ fn item_latents(p: &Preset, labels: &[usize], centroids: &[f32], rng: &mut ChaCh
 /// Each user picks 1–3 distinct favourite categories (∝ π) and has the mean of their centroids plus
 /// N(0, user_noise²·I_r) as latent; (n_users, r).
 fn user_latents(p: &Preset, pi: &[f64], centroids: &[f32], rng: &mut ChaCha8Rng) -> Vec<f32> {
+    user_latents_with_favourites(p, pi, centroids, rng).0
+}
+
+/// [`user_latents`] and each user's favourite categories, in the order drawn.
+pub(crate) fn user_latents_with_favourites(
+    p: &Preset,
+    pi: &[f64],
+    centroids: &[f32],
+    rng: &mut ChaCha8Rng,
+) -> (Vec<f32>, Vec<Vec<usize>>) {
     let r = p.latent_dim;
     let [fav_min, fav_max] = p.fav_categories;
     let noise = p.user_noise as f32;
     let mut users = vec![0f32; p.n_users * r];
+    let mut favourites = Vec::with_capacity(p.n_users);
     let mut weights = vec![0f64; pi.len()];
     for row in users.chunks_exact_mut(r) {
         let k = rng.random_range(fav_min..=fav_max);
         weights.copy_from_slice(pi);
+        let mut fav = Vec::with_capacity(k);
         for _ in 0..k {
             let c = draw_categorical(&weights, rng);
             weights[c] = 0.0;
+            fav.push(c);
             for (x, &m) in row.iter_mut().zip(&centroids[c * r..(c + 1) * r]) {
                 *x += m / k as f32;
             }
@@ -225,12 +238,13 @@ fn user_latents(p: &Preset, pi: &[f64], centroids: &[f32], rng: &mut ChaCha8Rng)
             let e: f32 = StandardNormal.sample(rng);
             *x += noise * e;
         }
+        favourites.push(fav);
     }
-    users
+    (users, favourites)
 }
 
 /// Index drawn with probability ∝ `weights` (at least one positive).
-fn draw_categorical(weights: &[f64], rng: &mut ChaCha8Rng) -> usize {
+pub(crate) fn draw_categorical(weights: &[f64], rng: &mut ChaCha8Rng) -> usize {
     let total: f64 = weights.iter().sum();
     let mut x = rng.random::<f64>() * total;
     for (i, &w) in weights.iter().enumerate() {
@@ -245,7 +259,7 @@ fn draw_categorical(weights: &[f64], rng: &mut ChaCha8Rng) -> usize {
 
 /// `degree_u = min_degree + e_u`, with `e_u ~ LogNormal(·, degree_sigma)` rescaled so that the degrees
 /// sum to the target (cumulative rounding), capped at `n_items / 2`.
-fn user_degrees(p: &Preset, rng: &mut ChaCha8Rng) -> Vec<usize> {
+pub(crate) fn user_degrees(p: &Preset, rng: &mut ChaCha8Rng) -> Vec<usize> {
     let k = p.min_degree;
     let extra_total = (p.n_interactions - k * p.n_users) as f64;
     let raw: Vec<f64> = (0..p.n_users)
@@ -270,7 +284,7 @@ fn user_degrees(p: &Preset, rng: &mut ChaCha8Rng) -> Vec<usize> {
 }
 
 /// `out[k·rows + j] = m[j·cols + k]`: (rows, cols) → (cols, rows).
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; m.len()];
     for (j, row) in m.chunks_exact(cols).enumerate() {
         for (k, &x) in row.iter().enumerate() {
@@ -282,7 +296,7 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// `logits[j] += β·⟨v, m_j⟩` for every row j of m, given `m_t` = mᵀ (r, n) so the loop runs over
 /// contiguous slices.
-fn add_affinities(logits: &mut [f32], v: &[f32], m_t: &[f32], beta: f32) {
+pub(crate) fn add_affinities(logits: &mut [f32], v: &[f32], m_t: &[f32], beta: f32) {
     let n = logits.len();
     for (k, &vk) in v.iter().enumerate() {
         let c = beta * vk;
@@ -386,6 +400,24 @@ fn top_up(
     by_user: &mut [Vec<u32>],
     rng: &mut ChaCha8Rng,
 ) -> usize {
+    let extra = top_up_pairs(p, user_latent, item_latent, by_user, rng);
+    for &(u, i) in &extra {
+        by_user[u as usize].push(i);
+    }
+    for items in by_user.iter_mut() {
+        items.sort_unstable();
+    }
+    extra.len()
+}
+
+/// The `(user, item)` interactions [`top_up`] adds, in item order, without adding them.
+pub(crate) fn top_up_pairs(
+    p: &Preset,
+    user_latent: &[f32],
+    item_latent: &[f32],
+    by_user: &[Vec<u32>],
+    rng: &mut ChaCha8Rng,
+) -> Vec<(u32, u32)> {
     let r = p.latent_dim;
     let mut item_users: Vec<Vec<u32>> = vec![Vec::new(); p.n_items];
     for (u, items) in by_user.iter().enumerate() {
@@ -396,7 +428,7 @@ fn top_up(
     let u_t = transpose(user_latent, p.n_users, r); // (r, n_users)
     let mut logits = vec![0f32; p.n_users];
     let mut sampler = Sampler::new(p.n_users);
-    let mut added = 0;
+    let mut added = Vec::new();
     for (i, users) in item_users.iter_mut().enumerate() {
         let need = p.min_degree.saturating_sub(users.len());
         if need == 0 {
@@ -411,21 +443,15 @@ fn top_up(
         for &u in users.iter().chain(&extra) {
             sampler.taken[u as usize] = false;
         }
-        for &u in &extra {
-            by_user[u as usize].push(i as u32);
-        }
+        added.extend(extra.iter().map(|&u| (u, i as u32)));
         users.extend(&extra);
-        added += extra.len();
-    }
-    for items in by_user.iter_mut() {
-        items.sort_unstable();
     }
     added
 }
 
 /// Removes random interactions whose user and item both stay at or above `min_degree`, until the total
 /// is back at the target or no such interaction is left. Returns the number removed.
-fn trim(p: &Preset, by_user: &mut [Vec<u32>], rng: &mut ChaCha8Rng) -> usize {
+pub(crate) fn trim(p: &Preset, by_user: &mut [Vec<u32>], rng: &mut ChaCha8Rng) -> usize {
     let total: usize = by_user.iter().map(Vec::len).sum();
     let excess = total.saturating_sub(p.n_interactions);
     if excess == 0 {
@@ -484,7 +510,7 @@ fn split(p: &Preset, by_user: &[Vec<u32>], rng: &mut ChaCha8Rng) -> (Pairs, Pair
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Activation {
+pub(crate) enum Activation {
     Relu,
     Tanh,
 }
@@ -492,7 +518,7 @@ enum Activation {
 /// One modality view: `act(A·[z_i[latent]; s·onehot(c_i); n_i])`, with the nuisance `n_i ~ N(0, ns²·I)`
 /// and `A` (dim, m) a fixed Gaussian projection scaled so the pre-activations have unit variance;
 /// tanh views also get `feature_noise·N(0, 1)`. Returns (n_items, dim), row-major.
-fn modality_features(
+pub(crate) fn modality_features(
     p: &Preset,
     item_latent: &[f32],
     labels: &[usize],

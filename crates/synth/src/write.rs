@@ -64,7 +64,7 @@ impl Generated {
 }
 
 /// Writes `path` through `path.tmp` and a rename, so a reader never sees a partial file.
-fn write_atomic(path: &Path, body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
@@ -89,7 +89,11 @@ fn write_interactions(w: &mut impl Write, pairs: &[(u32, u32)]) -> std::io::Resu
     Ok(())
 }
 
-fn write_npy<T: npyz::AutoSerialize + Copy>(w: &mut impl Write, shape: &[u64], data: &[T]) -> std::io::Result<()> {
+pub(crate) fn write_npy<T: npyz::AutoSerialize + Copy>(
+    w: &mut impl Write,
+    shape: &[u64],
+    data: &[T],
+) -> std::io::Result<()> {
     let mut writer = npyz::WriteOptions::new().default_dtype().shape(shape).writer(w).begin_nd()?;
     writer.extend(data.iter().copied())?;
     writer.finish()
