@@ -78,6 +78,16 @@ pub fn load_run(
     configs: &Path,
     device: &str,
 ) -> anyhow::Result<(Prepared, RunHeader)> {
+    let (args, header) = run_args(run, data, configs, device)?;
+    let prepared = args.prepare().with_context(|| format!("rebuilding the model of {}", run.display()))?;
+    let best = run.join(mmkd_backbones::train::BEST_FILE);
+    let mut vars = prepared.model.vars().clone();
+    vars.load(&best).with_context(|| format!("loading {}", best.display()))?;
+    Ok((prepared, header))
+}
+
+/// The `train` arguments that rebuild the model of `run` (its resolved `config.toml` as the last layer).
+fn run_args(run: &Path, data: Option<&Path>, configs: &Path, device: &str) -> anyhow::Result<(TrainArgs, RunHeader)> {
     let header = read_header(run)?;
     // Through clap, so that `train` flags added later keep their defaults here.
     #[derive(clap::Parser)]
@@ -110,11 +120,59 @@ pub fn load_run(
             format!("{}: the run's model `{}` or extractor `{}`", run.display(), header.model, header.extractor)
         })?
         .args;
-    let prepared = args.prepare().with_context(|| format!("rebuilding the model of {}", run.display()))?;
-    let best = run.join(mmkd_backbones::train::BEST_FILE);
-    let mut vars = prepared.model.vars().clone();
+    Ok((args, header))
+}
+
+/// A sequential run: the next items for the user's whole sequence (its last `max_len` items), the items of
+/// the sequence excluded. `--user` and the printed items are the raw ids of `interactions.csv`.
+fn run_sequential(args: &RecommendArgs) -> anyhow::Result<()> {
+    let (train_args, header) = run_args(&args.run, args.data.as_deref(), &args.configs, &args.device)?;
+    let p = crate::train_seq::prepare(&train_args)
+        .with_context(|| format!("rebuilding the model of {}", args.run.display()))?;
+    let model = p.model.context("a popularity run has no checkpoint to recommend from")?;
+    let best = args.run.join(mmkd_backbones::train::BEST_FILE);
+    let mut vars = model.vars().clone();
     vars.load(&best).with_context(|| format!("loading {}", best.display()))?;
-    Ok((prepared, header))
+    let Some(user) = p.data.user_raw.iter().position(|&u| u == args.user) else {
+        bail!("--user {}: no such userID after the k-core filter of {}", args.user, train_args.data.display());
+    };
+    let seq = &p.data.sequences[user];
+    let input = &seq[seq.len().saturating_sub(p.data.max_len)..];
+    let batch = mmkd_backbones::seq_model::SeqBatch::new(&[input], None, &p.device)?;
+    let tables = model.tables()?;
+    let scores = model.logits(&batch, &tables, None)?.flatten_all()?.to_vec1::<f32>()?; // item j + 1 at j
+    let history: Vec<u32> = seq.iter().map(|&i| i - 1).collect();
+    let top = top_k_excluding(&scores, &history, args.k);
+    let items: Vec<serde_json::Value> = top
+        .iter()
+        .enumerate()
+        .map(|(r, &(col, score))| {
+            serde_json::json!({ "rank": r + 1, "item": p.data.item_raw[col as usize + 1], "score": score })
+        })
+        .collect();
+    if args.json {
+        let out = serde_json::json!({
+            "run": args.run, "model": header.model, "flags": header.flags, "user": args.user,
+            "k": args.k, "history_length": seq.len(), "items": items,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "next {} items for user {} after their {} interactions, from {} ({}{}); history excluded",
+        items.len(),
+        args.user,
+        seq.len(),
+        args.run.display(),
+        header.model,
+        if header.flags.is_empty() { String::new() } else { format!(" {}", header.flags.join(" ")) }
+    );
+    println!("{:>5}{:>8}{:>14}", "rank", "item", "score");
+    for it in &items {
+        let int = |v: &serde_json::Value| v.as_u64().map_or_else(|| "-".to_string(), |x| x.to_string());
+        println!("{:>5}{:>8}{:>14.5}", int(&it["rank"]), int(&it["item"]), it["score"].as_f64().unwrap_or(f64::NAN));
+    }
+    Ok(())
 }
 
 /// One recommended item.
@@ -149,6 +207,9 @@ pub fn top_k_excluding(scores: &[f32], exclude: &[u32], k: usize) -> Vec<(u32, f
 pub fn run(args: &RecommendArgs) -> anyhow::Result<()> {
     if args.k == 0 {
         bail!("--k must be at least 1");
+    }
+    if matches!(read_header(&args.run)?.model.as_str(), "mmsr" | "sasrec" | "gru4rec") {
+        return run_sequential(args);
     }
     let (mut prepared, header) = load_run(&args.run, args.data.as_deref(), &args.configs, &args.device)?;
     let dataset = &prepared.dataset;

@@ -190,3 +190,87 @@ fn bench_train_prints_a_row_per_cell() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fresh folder with the `tiny-seq` preset in `<dir>/tiny-seq`.
+fn tiny_seq(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmkd-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ok(&["gen-data", "--preset", "tiny-seq", "--out", dir.join("tiny-seq").to_str().unwrap()]);
+    dir
+}
+
+#[test]
+fn train_runs_the_sequential_models_with_and_without_kdsr() {
+    let dir = tiny_seq("seq");
+    let data = dir.join("tiny-seq");
+    let d = data.to_str().unwrap();
+    let pop = dir.join("pop");
+    ok(&["train", "--model", "pop", "--data", d, "--out", pop.to_str().unwrap()]);
+    let pop_hr = result(&pop)["test"]["hr@20"].as_f64().unwrap();
+    for (model, kdsr) in [("mmsr", true), ("sasrec", false), ("gru4rec", true)] {
+        let out = dir.join(format!("{model}-{kdsr}"));
+        let mut args = vec!["train", "--model", model, "--data", d, "--epochs", "2", "--out", out.to_str().unwrap()];
+        if kdsr {
+            args.push("--kdsr");
+        }
+        let printed = ok(&args);
+        assert!(printed.contains("hr@20") && printed.contains("test instances"), "{printed}");
+        let r = result(&out);
+        assert_eq!(r["model"], model);
+        for key in ["hr@5", "hr@20", "mrr@5", "mrr@20", "ndcg@20"] {
+            assert!(r["test"][key].is_f64(), "{model}: {key} missing in {r}");
+        }
+        let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+        assert_eq!(config.contains("--kdsr"), kdsr);
+        let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+        // KDSR adds its losses and slows the modality tables down (asynchronous training, ρ = 1/4 at epoch 1).
+        assert_eq!(first["losses"].get("hol_v").is_some(), kdsr, "{first}");
+        if kdsr {
+            let (lr, lr_m) = (first["lr"].as_f64().unwrap(), first["lr_modality"].as_f64().unwrap());
+            assert!((lr_m - lr / 4.0).abs() < 1e-12, "{first}");
+        }
+    }
+    assert!(pop_hr > 0.0);
+    // Next items for one user from the MMSR run, its history excluded.
+    let rec = ok(&["recommend", "--run", dir.join("mmsr-true").to_str().unwrap(), "--user", "3", "--k", "5", "--json"]);
+    let v: Value = serde_json::from_str(&rec).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 5);
+    // A sequential model on the SGFD layout, and --kdsr on a non-sequential model, are errors.
+    let tiny = tiny("seq-bad");
+    let bad = xtask(&[
+        "train",
+        "--model",
+        "sasrec",
+        "--data",
+        tiny.join("tiny").to_str().unwrap(),
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("sequential layout"));
+    let bad = xtask(&["train", "--model", "bm3", "--kdsr", "--data", d, "--out", dir.join("bad2").to_str().unwrap()]);
+    assert!(!bad.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&tiny);
+}
+
+#[test]
+fn bench_train_times_kdsr_next_to_the_plain_backbone() {
+    let dir = tiny_seq("bench-seq");
+    let printed = ok(&[
+        "bench",
+        "train",
+        "--model",
+        "sasrec",
+        "--kdsr",
+        "--data",
+        dir.join("tiny-seq").to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--evals",
+        "1",
+    ]);
+    assert!(printed.contains("sasrec") && printed.contains("kdsr") && printed.contains("vanilla"), "{printed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
