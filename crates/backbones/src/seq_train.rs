@@ -308,6 +308,8 @@ impl SeqRecommender {
         let mut n_batches = 0usize;
         let device = self.id.device().clone();
         let mut opt_modality = opt_modality;
+        let n_total = order.len().div_ceil(self.cfg.batch_size);
+        let started = Instant::now();
         for chunk in order.chunks(self.cfg.batch_size) {
             let inputs: Vec<&[u32]> = chunk.iter().map(|&i| data.input(i)).collect();
             let targets: Vec<u32> = chunk.iter().map(|&i| data.target(i)).collect();
@@ -323,6 +325,17 @@ impl SeqRecommender {
             }
             *sums.entry("total".into()).or_default() += f64::from(total.to_dtype(DType::F32)?.to_scalar::<f32>()?);
             n_batches += 1;
+            if n_batches % 100 == 0 {
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(
+                    batches = n_batches,
+                    of = n_total,
+                    loss = sums["total"] / n_batches as f64,
+                    secs,
+                    eta_secs = secs / n_batches as f64 * (n_total - n_batches) as f64,
+                    "training"
+                );
+            }
         }
         Ok(sums.into_iter().map(|(k, v)| (k, v / n_batches.max(1) as f64)).collect())
     }

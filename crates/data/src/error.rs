@@ -24,6 +24,12 @@ pub enum Error {
     /// The file has no data rows.
     #[error("{path}: no data rows")]
     Empty { path: PathBuf },
+    /// No user and no item keeps `min_count` interactions after the iterated k-core filter.
+    #[error("{path}: nothing survives the iterated {min_count}-core filter ({rows} rows read)")]
+    NothingSurvives { path: PathBuf, min_count: usize, rows: usize },
+    /// A loading option out of its range.
+    #[error("invalid option: {0}")]
+    Options(String),
     /// An id cell is not an integer (or does not fit in 32 bits).
     #[error("{path}:{line}: column `{column}` must be a non-negative integer, found `{found}`")]
     BadId { path: PathBuf, line: usize, column: &'static str, found: String },

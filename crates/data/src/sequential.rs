@@ -133,9 +133,11 @@ impl SeqDataset {
         let item_of: Vec<usize> = rows.iter().map(|r| dense(&items, r.1)).collect();
         let alive = k_core(&user_of, &item_of, users.len(), items.len(), opts.min_count);
         if !alive.iter().any(|&a| a) {
-            // `Error` has no variant for this yet; `Empty` reads right with the filter in the "path".
-            let what = format!("{} after the iterated {}-core filter", source.display(), opts.min_count);
-            return Err(Error::Empty { path: PathBuf::from(what) });
+            return Err(Error::NothingSurvives {
+                path: source.to_path_buf(),
+                min_count: opts.min_count,
+                rows: rows.len(),
+            });
         }
 
         // Survivors, re-indexed in ascending raw order: users from 0, items from 1 (0 is padding).
@@ -374,8 +376,7 @@ fn check_options(opts: &SeqOptions) -> Result<()> {
     } else {
         None
     };
-    // `Error` has no variant for bad options yet; `Npy` carries a free message after the "path".
-    problem.map_or(Ok(()), |message| Err(Error::Npy { path: PathBuf::from("SeqOptions"), message }))
+    problem.map_or(Ok(()), |message| Err(Error::Options(format!("seq_data: {message}"))))
 }
 
 /// One row of `interactions.csv` and its 1-based line (header = line 1).

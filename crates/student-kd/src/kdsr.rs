@@ -464,12 +464,19 @@ impl KdsrStudent {
         let codes = codes.to_device(e.device())?;
         check_codes(&codes, self.cfg.n_codes)?;
         let flat = e.reshape((e.dim(0)? * e.dim(1)?, self.d))?; // (b·q, d)
-        let delta = (flat.index_select(&pairs.left, 0)? - flat.index_select(&pairs.right, 0)?)?; // (P, d)
-        let delta = match self.cfg.diff {
-            DiffForm::Abs => delta.abs()?,
-            DiffForm::Signed => delta,
+        let logits = match self.cfg.diff {
+            // |e_i − e_j| is symmetric: the head runs once per unordered pair (i ≤ j) and its
+            // logits are spread to both orders, which halves the head's cost and changes nothing in value or gradient.
+            DiffForm::Abs => {
+                let delta =
+                    (flat.index_select(&pairs.upper_left, 0)? - flat.index_select(&pairs.upper_right, 0)?)?.abs()?; // (P', d)
+                self.part(m).head(&delta)?.index_select(&pairs.to_upper, 0)? // (P, K)
+            }
+            DiffForm::Signed => {
+                let delta = (flat.index_select(&pairs.left, 0)? - flat.index_select(&pairs.right, 0)?)?; // (P, d)
+                self.part(m).head(&delta)? // (P, K)
+            }
         };
-        let logits = self.part(m).head(&delta)?; // (P, K)
         let codes = codes.flatten_all()?.index_select(&pairs.flat, 0)?; // (P,)
         let nll = picked_log_probs(&logits, &codes)?.neg()?; // (P,)
         Ok(nll.mean_all()?)
@@ -483,28 +490,51 @@ struct ValidPairs {
     right: Tensor,
     flat: Tensor,
     count: usize,
+    /// The unordered pairs (i ≤ j): row indices into (b·q, d).
+    upper_left: Tensor,
+    upper_right: Tensor,
+    /// For each ordered pair, the index of its unordered pair in `upper_*`. (P,)
+    to_upper: Tensor,
 }
 
 impl ValidPairs {
     fn new(mask: &[Vec<f32>], device: &candle_core::Device) -> Result<Self> {
         let (mut left, mut right, mut flat) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut upper_left, mut upper_right, mut to_upper) = (Vec::new(), Vec::new(), Vec::new());
         for (s, row) in mask.iter().enumerate() {
             let q = row.len();
             let real: Vec<usize> = (0..q).filter(|&i| row[i] > 0.0).collect();
-            for &i in &real {
-                for &j in &real {
+            // For each ordered pair (a, b) of this sequence's real nodes, its unordered pair in `upper_*`.
+            let n = real.len();
+            let mut index = vec![0u32; n * n];
+            for a in 0..n {
+                for b in a..n {
+                    let k = upper_left.len() as u32;
+                    index[a * n + b] = k;
+                    index[b * n + a] = k;
+                    upper_left.push((s * q + real[a]) as u32);
+                    upper_right.push((s * q + real[b]) as u32);
+                }
+            }
+            for (a, &i) in real.iter().enumerate() {
+                for (b, &j) in real.iter().enumerate() {
                     left.push((s * q + i) as u32);
                     right.push((s * q + j) as u32);
                     flat.push(((s * q + i) * q + j) as u32);
+                    to_upper.push(index[a * n + b]);
                 }
             }
         }
         let count = left.len();
+        let n_upper = upper_left.len();
         Ok(Self {
             left: Tensor::from_vec(left, count, device)?,
             right: Tensor::from_vec(right, count, device)?,
             flat: Tensor::from_vec(flat, count, device)?,
             count,
+            upper_left: Tensor::from_vec(upper_left, n_upper, device)?,
+            upper_right: Tensor::from_vec(upper_right, n_upper, device)?,
+            to_upper: Tensor::from_vec(to_upper, count, device)?,
         })
     }
 }

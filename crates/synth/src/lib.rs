@@ -39,8 +39,9 @@
 //! while a ridge classifier fitted to the labels still gets ≈0.64: the regime in which label supervision
 //! pays. Category-aware ranking beats popularity (Recall@20 ≈0.35 vs ≈0.25), which beats random (≈0.08).
 //!
-//! Not generated (yet): the ordered sequences of spec item 5 (category transitions for the sequential
-//! models). The files carry no timestamps.
+//! Ordered sequences (spec item 5) come from [`sequential`]: presets `tiny-seq` and `beauty` write the
+//! sequential layout (`interactions.csv` with timestamps), where categories follow a transition matrix with a
+//! preferred successor, so the next item depends on the previous ones and not only on taste.
 //!
 //! # Parameters ([`Preset`])
 //! | field | meaning | default |
