@@ -200,9 +200,7 @@ fn run_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -> an
         eval_total += t.elapsed().as_secs_f64();
         recall = r.summary.get("recall@20").copied();
     }
-    let first_epoch_secs = epoch_secs[0];
-    let mut rest = if epoch_secs.len() > 1 { epoch_secs[1..].to_vec() } else { epoch_secs.clone() };
-    rest.sort_by(f64::total_cmp);
+    let (first_epoch_secs, median_secs) = epoch_figures(&epoch_secs);
     Ok(Cell {
         model: model_kind.name().to_string(),
         extractor: extractor.to_string(),
@@ -213,7 +211,7 @@ fn run_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -> an
         n_train: view.train.nnz(),
         setup_secs,
         first_epoch_secs,
-        epoch_secs: rest[rest.len() / 2],
+        epoch_secs: median_secs,
         batches_per_epoch: batches,
         eval_secs: if args.evals == 0 { f64::NAN } else { eval_total / args.evals as f64 },
         peak_rss_mib: peak_rss_mib(),
@@ -271,9 +269,7 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
         eval_total += t.elapsed().as_secs_f64();
         hr = r.summary.get("hr@20").copied();
     }
-    let first_epoch_secs = epoch_secs[0];
-    let mut rest = if epoch_secs.len() > 1 { epoch_secs[1..].to_vec() } else { epoch_secs.clone() };
-    rest.sort_by(f64::total_cmp);
+    let (first_epoch_secs, median_secs) = epoch_figures(&epoch_secs);
     Ok(Cell {
         model: model_kind.name().to_string(),
         extractor: extractor.to_string(),
@@ -284,13 +280,20 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
         n_train: train.len(),
         setup_secs,
         first_epoch_secs,
-        epoch_secs: rest[rest.len() / 2],
+        epoch_secs: median_secs,
         batches_per_epoch: train.len().div_ceil(p.cfg.seq.batch_size),
         eval_secs: if args.evals == 0 { f64::NAN } else { eval_total / args.evals as f64 },
         peak_rss_mib: peak_rss_mib(),
         last_loss,
         recall_at_20: hr,
     })
+}
+
+/// The first epoch's seconds and the median of the others (of the first when only one was timed).
+fn epoch_figures(epoch_secs: &[f64]) -> (f64, f64) {
+    let mut rest = if epoch_secs.len() > 1 { epoch_secs[1..].to_vec() } else { epoch_secs.to_vec() };
+    rest.sort_by(f64::total_cmp);
+    (epoch_secs[0], rest[rest.len() / 2])
 }
 
 /// `VmHWM` of this process in MiB, on Linux.

@@ -26,7 +26,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::{CsvReadOptions, DataFrame, SerReader, StringChunked};
+use polars::prelude::{CsvReadOptions, SerReader};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::labels::{npy_rows, read_labels};
 use crate::loader::{SGFD_FEATURES, SGFD_LABELS};
 use crate::rng::stream;
+use crate::table::{column, parse_id};
 
 /// The interaction file of the sequential layout.
 pub const SEQ_INTERACTIONS: &str = "interactions.csv";
@@ -431,26 +432,6 @@ fn read_interactions(path: &Path) -> Result<Vec<SeqRow>> {
         return Err(Error::Empty { path: path.to_path_buf() });
     }
     Ok(rows)
-}
-
-fn column<'a>(df: &'a DataFrame, path: &Path, name: &'static str) -> Result<&'a StringChunked> {
-    let missing = || Error::MissingColumn {
-        path: path.to_path_buf(),
-        column: name,
-        found: df.get_column_names().iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
-    };
-    let col = df.column(name).map_err(|_| missing())?;
-    col.str().map_err(|e| Error::Csv { path: path.to_path_buf(), message: e.to_string() })
-}
-
-/// A non-negative id below `u32::MAX` (`u32::MAX` is the padding row's raw id).
-fn parse_id(path: &Path, line: usize, column: &'static str, cell: Option<&str>) -> Result<u32> {
-    let text = cell.unwrap_or("").trim();
-    match text.parse::<i64>() {
-        Ok(v) if v < 0 => Err(Error::NegativeId { path: path.to_path_buf(), line, column, found: text.to_string() }),
-        Ok(v) if v < i64::from(u32::MAX) => Ok(v as u32),
-        _ => Err(Error::BadId { path: path.to_path_buf(), line, column, found: text.to_string() }),
-    }
 }
 
 /// A non-negative integer timestamp (any unit; only the order matters).

@@ -71,7 +71,7 @@ pub(crate) fn read_rows(path: &Path, separator: u8, with_split: bool) -> Result<
     Ok(Table { rows, blank_lines })
 }
 
-fn column<'a>(df: &'a DataFrame, path: &Path, name: &'static str) -> Result<&'a StringChunked> {
+pub(crate) fn column<'a>(df: &'a DataFrame, path: &Path, name: &'static str) -> Result<&'a StringChunked> {
     let missing = || Error::MissingColumn {
         path: path.to_path_buf(),
         column: name,
@@ -82,7 +82,7 @@ fn column<'a>(df: &'a DataFrame, path: &Path, name: &'static str) -> Result<&'a 
 }
 
 /// Parses a non-negative id below `u32::MAX` (so that `id + 1` still counts in `u32`).
-fn parse_id(path: &Path, line: usize, column: &'static str, cell: Option<&str>) -> Result<u32> {
+pub(crate) fn parse_id(path: &Path, line: usize, column: &'static str, cell: Option<&str>) -> Result<u32> {
     let text = cell.unwrap_or("").trim();
     match text.parse::<i64>() {
         Ok(v) if v < 0 => Err(Error::NegativeId { path: path.to_path_buf(), line, column, found: text.to_string() }),

@@ -63,8 +63,8 @@ use crate::generate::{
     category_probs, draw_categorical, item_latents, modality_features, normal_vec, sample_labels, top_up_pairs,
     transpose, user_degrees, user_latents_with_favourites, Activation,
 };
-use crate::write::{write_atomic, write_npy};
-use crate::{Error, Preset, Result, LABELS_FILE, MANIFEST_FILE, TEXT_FILE, VISUAL_FILE};
+use crate::write::write_atomic;
+use crate::{Error, Preset, Result, LABELS_FILE, TEXT_FILE, VISUAL_FILE};
 
 /// Unix time of 2000-01-01 00:00 UTC, the first possible day.
 const EPOCH: i64 = 946_684_800;
@@ -280,17 +280,14 @@ impl SeqGenerated {
             }
             Ok(())
         })?;
-        let p = &self.preset.base;
-        let n_items = p.n_items as u64;
-        write_atomic(&dir.join(VISUAL_FILE), |w| write_npy(w, &[n_items, p.visual_dim as u64], &self.visual))?;
-        write_atomic(&dir.join(TEXT_FILE), |w| write_npy(w, &[n_items, p.text_dim as u64], &self.text))?;
-        write_atomic(&dir.join(LABELS_FILE), |w| write_npy(w, &[n_items], &self.labels))?;
-        let manifest = serde_json::to_vec_pretty(&self.manifest())?;
-        write_atomic(&dir.join(MANIFEST_FILE), |w| {
-            use std::io::Write;
-            w.write_all(&manifest)?;
-            w.write_all(b"\n")
-        })?;
+        crate::write::write_item_files(
+            dir,
+            &self.preset.base,
+            &self.visual,
+            &self.text,
+            &self.labels,
+            &self.manifest(),
+        )?;
         tracing::info!(dir = %dir.display(), "wrote generated sequential data set");
         Ok(())
     }

@@ -28,17 +28,7 @@ impl Generated {
         fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
         write_atomic(&dir.join(TRAIN_FILE), |w| write_interactions(w, &self.train))?;
         write_atomic(&dir.join(TEST_FILE), |w| write_interactions(w, &self.test))?;
-        let n_items = self.preset.n_items as u64;
-        write_atomic(&dir.join(VISUAL_FILE), |w| {
-            write_npy(w, &[n_items, self.preset.visual_dim as u64], &self.visual)
-        })?;
-        write_atomic(&dir.join(TEXT_FILE), |w| write_npy(w, &[n_items, self.preset.text_dim as u64], &self.text))?;
-        write_atomic(&dir.join(LABELS_FILE), |w| write_npy(w, &[n_items], &self.labels))?;
-        let manifest = serde_json::to_vec_pretty(&self.manifest())?;
-        write_atomic(&dir.join(MANIFEST_FILE), |w| {
-            w.write_all(&manifest)?;
-            w.write_all(b"\n")
-        })?;
+        write_item_files(dir, &self.preset, &self.visual, &self.text, &self.labels, &self.manifest())?;
         tracing::info!(dir = %dir.display(), "wrote generated data set");
         Ok(())
     }
@@ -97,4 +87,25 @@ pub(crate) fn write_npy<T: npyz::AutoSerialize + Copy>(
     let mut writer = npyz::WriteOptions::new().default_dtype().shape(shape).writer(w).begin_nd()?;
     writer.extend(data.iter().copied())?;
     writer.finish()
+}
+
+/// Writes the per-item files every layout shares — the two feature matrices, the labels — and
+/// `manifest.json`, each atomically.
+pub(crate) fn write_item_files(
+    dir: &Path,
+    preset: &crate::Preset,
+    visual: &[f32],
+    text: &[f32],
+    labels: &[i64],
+    manifest: &serde_json::Value,
+) -> Result<()> {
+    let n_items = preset.n_items as u64;
+    write_atomic(&dir.join(VISUAL_FILE), |w| write_npy(w, &[n_items, preset.visual_dim as u64], visual))?;
+    write_atomic(&dir.join(TEXT_FILE), |w| write_npy(w, &[n_items, preset.text_dim as u64], text))?;
+    write_atomic(&dir.join(LABELS_FILE), |w| write_npy(w, &[n_items], labels))?;
+    let manifest = serde_json::to_vec_pretty(manifest)?;
+    write_atomic(&dir.join(MANIFEST_FILE), |w| {
+        w.write_all(&manifest)?;
+        w.write_all(b"\n")
+    })
 }
