@@ -124,8 +124,9 @@ fn fit_and_score(
     Ok(r.summary["hr@20"])
 }
 
-fn popularity_hr20(data: &SeqDataset) -> R<f64> {
-    let dir = std::env::temp_dir().join(format!("mmkd-seq-pop-{}", std::process::id()));
+/// Test HR@20 of popularity. `tag` keeps the output directories of tests running at once apart.
+fn popularity_hr20(data: &SeqDataset, tag: &str) -> R<f64> {
+    let dir = std::env::temp_dir().join(format!("mmkd-seq-pop-{tag}-{}", std::process::id()));
     let o = popularity_sequential(data, &[5, 20], &dir, &Device::Cpu)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(o.test["hr@20"])
@@ -133,7 +134,7 @@ fn popularity_hr20(data: &SeqDataset) -> R<f64> {
 
 fn learns_order(kind: Kind, kdsr: bool, epochs: usize, lr: f64) -> R<()> {
     let fx = fixture(0)?;
-    let pop = popularity_hr20(&fx.data)?;
+    let pop = popularity_hr20(&fx.data, &format!("{kind:?}-{kdsr}"))?;
     let ordered = fit_and_score(&build(kind, &fx, kdsr, 1)?, &fx.data, &fx.data, epochs, lr)?;
     let shuffled_data = fx.data.shuffled(3);
     let shuffled = fit_and_score(&build(kind, &fx, kdsr, 1)?, &shuffled_data, &fx.data, epochs, lr)?;
@@ -166,7 +167,7 @@ fn kdsr_backbones_learn() -> R<()> {
     // MMSR is KDSR's default backbone: the full check. SASRec and GRU4Rec with KDSR must beat popularity.
     learns_order(Kind::Mmsr, true, 10, 1e-2)?;
     let fx = fixture(0)?;
-    let pop = popularity_hr20(&fx.data)?;
+    let pop = popularity_hr20(&fx.data, "kdsr-backbones")?;
     for kind in [Kind::Sasrec, Kind::Gru4rec] {
         let hr = fit_and_score(&build(kind, &fx, true, 1)?, &fx.data, &fx.data, 10, 1e-2)?;
         eprintln!("{kind:?} kdsr=true: HR@20 {hr:.4}, popularity {pop:.4}");

@@ -64,11 +64,12 @@ fn run(model: &mut dyn Backbone, ds: &Dataset, cfg: &TrainConfig, out: &Path, re
     train(model, ds, cfg, &optim, &LrSchedule::Constant, &eval, out, resume, &Device::Cpu).unwrap()
 }
 
-/// Test Recall@20 of popularity under the holdout split of `cfg`.
-fn popularity_recall(ds: &Dataset, cfg: &TrainConfig) -> f64 {
+/// Test Recall@20 of popularity under the holdout split of `cfg`. `tag` keeps the output directories of tests
+/// running at once apart.
+fn popularity_recall(ds: &Dataset, cfg: &TrainConfig, tag: &str) -> f64 {
     let mut pop = Popularity::new(&training_view(ds, cfg), &Device::Cpu).unwrap();
     let cfg = TrainConfig { epochs: 1, ..cfg.clone() };
-    run(&mut pop, ds, &cfg, &temp_dir(&format!("pop-{}", cfg.seed)), false).test["recall@20"]
+    run(&mut pop, ds, &cfg, &temp_dir(&format!("pop-{tag}-{}", cfg.seed)), false).test["recall@20"]
 }
 
 /// A JSON file without its wall-clock fields.
@@ -93,7 +94,7 @@ fn metrics_without_secs(dir: &Path) -> Vec<Value> {
 fn learns(with_features: bool, tag: &str) {
     let (ds, store) = tiny();
     let cfg = TrainConfig { epochs: 30, patience: 10, ..TrainConfig::default() };
-    let pop = popularity_recall(&ds, &cfg);
+    let pop = popularity_recall(&ds, &cfg, tag);
     let dir = temp_dir(tag);
     let mut model = mf(&training_view(&ds, &cfg), with_features.then_some(&store), 0);
     let out = run(&mut model, &ds, &cfg, &dir, false);
