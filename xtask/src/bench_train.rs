@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use mmkd_backbones::train::{evaluate_model, training_view};
 use mmkd_backbones::EpochCtx;
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::train::{ModelKind, TrainArgs};
@@ -47,6 +48,11 @@ pub struct BenchTrainArgs {
     /// Timed training epochs per cell (the first is reported apart).
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
+    /// Sequential models: time epochs of this many batches (instances drawn at random from the training
+    /// set under `--seed`) instead of full epochs, e.g. `--batches 100` on beauty, where a full MMSR epoch
+    /// takes a quarter of an hour on a 2-core CPU.
+    #[arg(long)]
+    pub batches: Option<usize>,
     /// Timed evaluations per cell.
     #[arg(long, default_value_t = 2)]
     pub evals: usize,
@@ -82,8 +88,8 @@ pub struct Cell {
     /// Median of the timed epochs after the first (the first when only one was run).
     pub epoch_secs: f64,
     pub batches_per_epoch: usize,
-    /// Mean of `prepare_eval` + full ranking of every test user.
-    pub eval_secs: f64,
+    /// Mean of `prepare_eval` + full ranking of every test user (none with `--evals 0`).
+    pub eval_secs: Option<f64>,
     /// Peak resident memory of the process in MiB (`VmHWM`), where the OS reports it.
     pub peak_rss_mib: Option<f64>,
     /// Mean total loss of the last timed epoch and test Recall@20 after it (to show the cell trained).
@@ -134,6 +140,9 @@ pub fn run(args: &BenchTrainArgs) -> anyhow::Result<()> {
         }
         if let Some(t) = &args.teacher {
             cmd.arg("--teacher").arg(t);
+        }
+        if let Some(n) = args.batches {
+            cmd.args(["--batches", &n.to_string()]);
         }
         for s in &args.set {
             cmd.args(["--set", s]);
@@ -213,7 +222,7 @@ fn run_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -> an
         first_epoch_secs,
         epoch_secs: median_secs,
         batches_per_epoch: batches,
-        eval_secs: if args.evals == 0 { f64::NAN } else { eval_total / args.evals as f64 },
+        eval_secs: (args.evals > 0).then(|| eval_total / args.evals as f64),
         peak_rss_mib: peak_rss_mib(),
         last_loss,
         recall_at_20: recall,
@@ -248,7 +257,15 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
     let p = crate::train_seq::prepare(&train_args)?;
     let model = p.model.context("a sequential bench cell needs a trained model, not pop")?;
     let setup_secs = started.elapsed().as_secs_f64();
-    let train = p.data.train_instances();
+    let mut train = p.data.train_instances();
+    if let Some(n) = args.batches {
+        if n == 0 {
+            bail!("--batches must be at least 1");
+        }
+        let mut rng = mmkd_data::stream(args.seed, "bench-batches");
+        train.shuffle(&mut rng);
+        train.truncate(n * p.cfg.seq.batch_size);
+    }
     let test = p.data.test_instances();
     let (mut opt_rest, mut opt_modality) = model.optimizers(&p.cfg.optim)?;
     let mut epoch_secs = Vec::with_capacity(args.epochs);
@@ -282,7 +299,7 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
         first_epoch_secs,
         epoch_secs: median_secs,
         batches_per_epoch: train.len().div_ceil(p.cfg.seq.batch_size),
-        eval_secs: if args.evals == 0 { f64::NAN } else { eval_total / args.evals as f64 },
+        eval_secs: (args.evals > 0).then(|| eval_total / args.evals as f64),
         peak_rss_mib: peak_rss_mib(),
         last_loss,
         recall_at_20: hr,
@@ -315,7 +332,7 @@ fn record(args: &BenchTrainArgs, cells: &[Cell]) -> anyhow::Result<()> {
         let vanilla = cells.iter().find(|v| v.model == c.model && v.extractor == "vanilla").map(|v| v.epoch_secs);
         let rel = vanilla.map_or_else(|| "—".to_string(), |v| format!("{:+.0}%", 100.0 * (c.epoch_secs / v - 1.0)));
         println!(
-            "{:<6} {:<16} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>9} {:>9.2} {:>10} {:>9}",
+            "{:<6} {:<16} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>9} {:>9} {:>10} {:>9}",
             c.model,
             c.extractor,
             c.setup_secs,
@@ -323,7 +340,7 @@ fn record(args: &BenchTrainArgs, cells: &[Cell]) -> anyhow::Result<()> {
             c.epoch_secs,
             rel,
             c.batches_per_epoch,
-            c.eval_secs,
+            c.eval_secs.map_or_else(|| "—".into(), |e| format!("{e:.2}")),
             c.peak_rss_mib.map_or_else(|| "n/a".into(), |m| format!("{m:.0}")),
             c.recall_at_20.map_or_else(|| "—".into(), |r| format!("{r:.4}")),
         );

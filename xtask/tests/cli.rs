@@ -269,8 +269,17 @@ fn bench_train_times_kdsr_next_to_the_plain_backbone() {
         "--epochs",
         "1",
         "--evals",
-        "1",
+        "0",
+        "--batches",
+        "2",
+        "--json",
+        dir.join("bench.jsonl").to_str().unwrap(),
     ]);
     assert!(printed.contains("sasrec") && printed.contains("kdsr") && printed.contains("vanilla"), "{printed}");
+    // `--batches 2` times epochs of two batches in both cells; `--evals 0` leaves the evaluation out.
+    let lines = std::fs::read_to_string(dir.join("bench.jsonl")).unwrap();
+    let cells: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(cells.len(), 2, "{lines}");
+    assert!(cells.iter().all(|c| c["batches_per_epoch"] == 2 && c["eval_secs"].is_null()), "{lines}");
     let _ = std::fs::remove_dir_all(&dir);
 }

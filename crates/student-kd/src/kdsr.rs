@@ -316,11 +316,20 @@ impl ModalityStudent {
     }
 
     fn transform(&self, e: &Tensor) -> Result<Tensor> {
-        let mut h = e.clone();
+        // The layers run on the rows flattened to 2-D: candle's `Linear` on a 3-D input broadcasts its weight
+        // to one copy per sequence, which costs a (b, d, d) gradient and strided copies in the backward pass.
+        let dims = e.dims().to_vec();
+        let d = dims.last().copied().unwrap_or(0);
+        let mut h = e.reshape((e.elem_count() / d.max(1), d))?;
         for layer in &self.g {
             h = layer.forward(&h)?;
         }
-        Ok(h)
+        let out = h.dim(1)?;
+        let mut shape = dims;
+        if let Some(last) = shape.last_mut() {
+            *last = out;
+        }
+        Ok(h.reshape(shape)?)
     }
 
     fn head(&self, delta: &Tensor) -> Result<Tensor> {
@@ -427,8 +436,7 @@ impl KdsrStudent {
             return Err(Error::Mismatch("KDSR node mask: every entry must be 0 or 1".into()));
         }
         let mask = node_mask.to_dtype(e_v.dtype())?.to_device(e_v.device())?;
-        let pair_mask = mask.unsqueeze(2)?.broadcast_mul(&mask.unsqueeze(1)?)?; // (b, q, q)
-        let pairs = if self.cfg.use_dissected { Some(ValidPairs::new(&mask_host, e_v.device())?) } else { None };
+        let pairs = ValidPairs::new(&mask_host, e_v.device())?;
 
         let mut terms = [None, None, None, None];
         for (slot, m, e, scores, codes) in [
@@ -436,15 +444,17 @@ impl KdsrStudent {
             (2, Modality::Text, e_t, &targets.scores_t, &targets.codes_t),
         ] {
             if self.cfg.use_holistic {
-                let pred = self.pred_scores(m, e)?;
                 let teacher = scores.to_dtype(e.dtype())?.to_device(e.device())?;
                 terms[slot] = Some(match self.cfg.hol_loss {
-                    HolForm::Code => holistic_loss_code(&pred, &teacher, &pair_mask, self.cfg.tau)?,
-                    HolForm::Paper => holistic_loss_paper(&pred, &teacher, &pair_mask, self.cfg.tau)?,
+                    HolForm::Code => self.holistic_code_on_pairs(m, e, &teacher, &pairs)?,
+                    HolForm::Paper => {
+                        let pair_mask = mask.unsqueeze(2)?.broadcast_mul(&mask.unsqueeze(1)?)?; // (b, q, q)
+                        holistic_loss_paper(&self.pred_scores(m, e)?, &teacher, &pair_mask, self.cfg.tau)?
+                    }
                 });
             }
-            if let Some(pairs) = &pairs {
-                terms[slot + 1] = Some(self.dissected_on_pairs(m, e, codes, pairs)?);
+            if self.cfg.use_dissected {
+                terms[slot + 1] = Some(self.dissected_on_pairs(m, e, codes, &pairs)?);
             }
         }
         let mut total = Tensor::zeros((), e_v.dtype(), e_v.device())?;
@@ -457,86 +467,152 @@ impl KdsrStudent {
         Ok(KdsrLosses { hol_v, dis_v, hol_t, dis_t, total })
     }
 
+    /// [`holistic_loss_code`] evaluated on the valid pairs only. g^m runs on the real rows, ŝ on the
+    /// unordered pairs (it is symmetric); an off-diagonal pair adds the terms of both orders, (i, j) and
+    /// (j, i), each against its own teacher score, so the value equals the dense form's.
+    fn holistic_code_on_pairs(&self, m: Modality, e: &Tensor, teacher: &Tensor, pairs: &ValidPairs) -> Result<Tensor> {
+        let (b, q) = (e.dim(0)?, e.dim(1)?);
+        if pairs.n_upper == 0 {
+            return Ok(Tensor::zeros((), e.dtype(), e.device())?);
+        }
+        let rows = e.reshape((b * q, self.d))?.index_select(&pairs.real, 0)?; // (R, d)
+        let h = self.part(m).transform(&rows)?;
+        let pred = listed_pair_scores(&h, &pairs.upper_left_real, &pairs.upper_right_real, self.cfg.scoring)?; // (P')
+        let teacher = teacher.flatten_all()?;
+        let inv_tau = 1.0 / self.cfg.tau;
+        let term = |flat: &Tensor| -> Result<Tensor> {
+            let delta = ((&pred - teacher.index_select(flat, 0)?)? * inv_tau)?;
+            Ok((delta.sqr()? + HOL_EPS)?)
+        };
+        let per_pair =
+            (term(&pairs.upper_flat)? + (term(&pairs.upper_flat_t)? * &pairs.off_diagonal.to_dtype(e.dtype())?)?)?; // (P')
+        let per_seq = Tensor::zeros(b, e.dtype(), e.device())?.index_add(&pairs.upper_seq, &per_pair, 0)?; // (b,)
+        Ok(safe_sqrt(&per_seq)?.mean_all()?)
+    }
+
     fn dissected_on_pairs(&self, m: Modality, e: &Tensor, codes: &Tensor, pairs: &ValidPairs) -> Result<Tensor> {
         if pairs.count == 0 {
             return Ok(Tensor::zeros((), e.dtype(), e.device())?);
         }
-        let codes = codes.to_device(e.device())?;
+        let codes = codes.to_device(e.device())?.flatten_all()?;
         check_codes(&codes, self.cfg.n_codes)?;
         let flat = e.reshape((e.dim(0)? * e.dim(1)?, self.d))?; // (b·q, d)
-        let logits = match self.cfg.diff {
-            // |e_i − e_j| is symmetric: the head runs once per unordered pair (i ≤ j) and its
-            // logits are spread to both orders, which halves the head's cost and changes nothing in value or gradient.
+        let nll_sum = match self.cfg.diff {
+            // |e_i − e_j| is symmetric: the head runs once per unordered pair (i ≤ j); an off-diagonal pair's
+            // log-probabilities are read at both orders' codes, c_ij and c_ji. Same value and gradient as
+            // the head over every ordered pair, at half the cost.
             DiffForm::Abs => {
                 let delta =
                     (flat.index_select(&pairs.upper_left, 0)? - flat.index_select(&pairs.upper_right, 0)?)?.abs()?; // (P', d)
-                self.part(m).head(&delta)?.index_select(&pairs.to_upper, 0)? // (P, K)
+                let logits = self.part(m).head(&delta)?; // (P', K)
+                let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                let pick = |flat_idx: &Tensor| -> Result<Tensor> {
+                    let c = codes.index_select(flat_idx, 0)?.unsqueeze(1)?.contiguous()?;
+                    Ok(logp.gather(&c, 1)?.squeeze(1)?)
+                };
+                let off = pairs.off_diagonal.to_dtype(e.dtype())?;
+                (pick(&pairs.upper_flat)?.sum_all()? + (pick(&pairs.upper_flat_t)? * off)?.sum_all()?)?
             }
             DiffForm::Signed => {
                 let delta = (flat.index_select(&pairs.left, 0)? - flat.index_select(&pairs.right, 0)?)?; // (P, d)
-                self.part(m).head(&delta)? // (P, K)
+                let logits = self.part(m).head(&delta)?; // (P, K)
+                picked_log_probs(&logits, &codes.index_select(&pairs.flat, 0)?)?.sum_all()?
             }
         };
-        let codes = codes.flatten_all()?.index_select(&pairs.flat, 0)?; // (P,)
-        let nll = picked_log_probs(&logits, &codes)?.neg()?; // (P,)
-        Ok(nll.mean_all()?)
+        Ok((nll_sum.neg()? / pairs.count as f64)?)
     }
 }
 
-/// The valid (both real) ordered pairs of a batch: row indices into (b·q, d) and flat indices into
-/// (b·q·q).
+/// The valid (both real) pairs of a batch. Ordered pairs: row indices into (b·q, d) and flat indices into
+/// (b·q·q). Unordered pairs (i ≤ j): row indices into (b·q, d) and into the real rows, the flat indices
+/// of (i, j) and (j, i), the sequence, and 1 where i ≠ j.
 struct ValidPairs {
     left: Tensor,
     right: Tensor,
     flat: Tensor,
+    /// P, the number of ordered pairs.
     count: usize,
-    /// The unordered pairs (i ≤ j): row indices into (b·q, d).
+    /// Row indices (into (b·q, d)) of the real nodes. (R,)
+    real: Tensor,
     upper_left: Tensor,
     upper_right: Tensor,
-    /// For each ordered pair, the index of its unordered pair in `upper_*`. (P,)
-    to_upper: Tensor,
+    upper_left_real: Tensor,
+    upper_right_real: Tensor,
+    upper_flat: Tensor,
+    upper_flat_t: Tensor,
+    upper_seq: Tensor,
+    off_diagonal: Tensor,
+    /// P', the number of unordered pairs.
+    n_upper: usize,
 }
 
 impl ValidPairs {
     fn new(mask: &[Vec<f32>], device: &candle_core::Device) -> Result<Self> {
         let (mut left, mut right, mut flat) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut upper_left, mut upper_right, mut to_upper) = (Vec::new(), Vec::new(), Vec::new());
+        let mut real_rows: Vec<u32> = Vec::new();
+        let (mut ul, mut ur, mut ulr, mut urr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut uf, mut uft, mut useq, mut off) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (s, row) in mask.iter().enumerate() {
             let q = row.len();
             let real: Vec<usize> = (0..q).filter(|&i| row[i] > 0.0).collect();
-            // For each ordered pair (a, b) of this sequence's real nodes, its unordered pair in `upper_*`.
-            let n = real.len();
-            let mut index = vec![0u32; n * n];
-            for a in 0..n {
-                for b in a..n {
-                    let k = upper_left.len() as u32;
-                    index[a * n + b] = k;
-                    index[b * n + a] = k;
-                    upper_left.push((s * q + real[a]) as u32);
-                    upper_right.push((s * q + real[b]) as u32);
-                }
-            }
+            let first = real_rows.len();
+            real_rows.extend(real.iter().map(|&i| (s * q + i) as u32));
             for (a, &i) in real.iter().enumerate() {
-                for (b, &j) in real.iter().enumerate() {
+                for (c, &j) in real.iter().enumerate().skip(a) {
+                    ul.push((s * q + i) as u32);
+                    ur.push((s * q + j) as u32);
+                    ulr.push((first + a) as u32);
+                    urr.push((first + c) as u32);
+                    uf.push(((s * q + i) * q + j) as u32);
+                    uft.push(((s * q + j) * q + i) as u32);
+                    useq.push(s as u32);
+                    off.push(if a == c { 0f32 } else { 1.0 });
+                }
+                for &j in &real {
                     left.push((s * q + i) as u32);
                     right.push((s * q + j) as u32);
                     flat.push(((s * q + i) * q + j) as u32);
-                    to_upper.push(index[a * n + b]);
                 }
             }
         }
-        let count = left.len();
-        let n_upper = upper_left.len();
+        let (count, n_upper, n_real) = (left.len(), ul.len(), real_rows.len());
+        let t = |v: Vec<u32>, n: usize| Tensor::from_vec(v, n, device);
         Ok(Self {
-            left: Tensor::from_vec(left, count, device)?,
-            right: Tensor::from_vec(right, count, device)?,
-            flat: Tensor::from_vec(flat, count, device)?,
+            left: t(left, count)?,
+            right: t(right, count)?,
+            flat: t(flat, count)?,
             count,
-            upper_left: Tensor::from_vec(upper_left, n_upper, device)?,
-            upper_right: Tensor::from_vec(upper_right, n_upper, device)?,
-            to_upper: Tensor::from_vec(to_upper, count, device)?,
+            real: t(real_rows, n_real)?,
+            upper_left: t(ul, n_upper)?,
+            upper_right: t(ur, n_upper)?,
+            upper_left_real: t(ulr, n_upper)?,
+            upper_right_real: t(urr, n_upper)?,
+            upper_flat: t(uf, n_upper)?,
+            upper_flat_t: t(uft, n_upper)?,
+            upper_seq: t(useq, n_upper)?,
+            off_diagonal: Tensor::from_vec(off, n_upper, device)?,
+            n_upper,
         })
     }
+}
+
+/// f between the rows `left[p]` and `right[p]` of `a` (R, d) → (P,): the listed entries of
+/// [`pair_scores`] (a zero row gives cos 0). Differentiable.
+fn listed_pair_scores(a: &Tensor, left: &Tensor, right: &Tensor, f: Scoring) -> Result<Tensor> {
+    let a = match f {
+        Scoring::Cos => {
+            let sq = a.sqr()?.sum_keepdim(D::Minus1)?;
+            let pos = sq.gt(0.0)?;
+            a.broadcast_div(&pos.where_cond(&sq, &sq.ones_like()?)?.sqrt()?)?
+        }
+        _ => a.clone(),
+    };
+    let (x, y) = (a.index_select(left, 0)?, a.index_select(right, 0)?);
+    Ok(match f {
+        Scoring::Cos | Scoring::Dot => (x * y)?.sum(D::Minus1)?,
+        Scoring::Euc => safe_sqrt(&(x - y)?.sqr()?.sum(D::Minus1)?)?,
+        Scoring::Man => (x - y)?.abs()?.sum(D::Minus1)?,
+    })
 }
 
 fn check_codes(codes: &Tensor, n_codes: usize) -> Result<()> {

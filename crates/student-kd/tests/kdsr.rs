@@ -230,27 +230,38 @@ fn student_heads_have_the_spec_shapes_and_inputs() {
 
 #[test]
 fn losses_match_the_free_functions_and_weights_are_applied() {
-    let cfg = KdsrConfig { w_hol_v: 0.3, w_dis_v: 0.7, w_hol_t: 1.1, w_dis_t: 1.9, ..config() };
-    let (s, _) = student(&cfg, 2);
     let (e_v, e_t, mask, targets) = batch();
     let pm = pair_mask(&mask);
-    let out = s.losses(&e_v, &e_t, &mask, &targets).unwrap();
     let f64_of = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
-    let hol_v =
-        holistic_loss_code(&s.pred_scores(Modality::Visual, &e_v).unwrap(), &f64_of(&targets.scores_v), &pm, 1.5)
-            .unwrap();
-    let hol_t = holistic_loss_code(&s.pred_scores(Modality::Text, &e_t).unwrap(), &f64_of(&targets.scores_t), &pm, 1.5)
-        .unwrap();
-    // The valid-pair path equals the dense (b, q, q, K) logits under the pair mask.
-    let dis_v = dissected_loss(&s.pair_logits(Modality::Visual, &e_v).unwrap(), &targets.codes_v, &pm).unwrap();
-    let dis_t = dissected_loss(&s.pair_logits(Modality::Text, &e_t).unwrap(), &targets.codes_t, &pm).unwrap();
-    let terms = [&out.hol_v, &out.dis_v, &out.hol_t, &out.dis_t].map(|t| scalar(t.as_ref().unwrap()));
-    let want = [hol_v, dis_v, hol_t, dis_t].map(|t| scalar(&t));
-    for k in 0..4 {
-        assert!((terms[k] - want[k]).abs() < 1e-12, "term {k}: {} vs {}", terms[k], want[k]);
+    // The valid-pair paths (holistic over unordered pairs, the code head once per unordered pair) equal the
+    // dense (b, q, q) and (b, q, q, K) forms under the pair mask, for every scoring function and both
+    // differences; the random teacher scores and codes are not symmetric.
+    for (scoring, diff) in [
+        (Scoring::Cos, DiffForm::Abs),
+        (Scoring::Dot, DiffForm::Abs),
+        (Scoring::Euc, DiffForm::Signed),
+        (Scoring::Man, DiffForm::Abs),
+    ] {
+        let cfg = KdsrConfig { w_hol_v: 0.3, w_dis_v: 0.7, w_hol_t: 1.1, w_dis_t: 1.9, scoring, diff, ..config() };
+        let (s, _) = student(&cfg, 2);
+        let out = s.losses(&e_v, &e_t, &mask, &targets).unwrap();
+        let hol = |m, e: &Tensor, t: &Tensor| {
+            holistic_loss_code(&s.pred_scores(m, e).unwrap(), &f64_of(t), &pm, 1.5).unwrap()
+        };
+        let hol_v = hol(Modality::Visual, &e_v, &targets.scores_v);
+        let hol_t = hol(Modality::Text, &e_t, &targets.scores_t);
+        let dis_v = dissected_loss(&s.pair_logits(Modality::Visual, &e_v).unwrap(), &targets.codes_v, &pm).unwrap();
+        let dis_t = dissected_loss(&s.pair_logits(Modality::Text, &e_t).unwrap(), &targets.codes_t, &pm).unwrap();
+        let terms = [&out.hol_v, &out.dis_v, &out.hol_t, &out.dis_t].map(|t| scalar(t.as_ref().unwrap()));
+        let want = [hol_v, dis_v, hol_t, dis_t].map(|t| scalar(&t));
+        for k in 0..4 {
+            assert!((terms[k] - want[k]).abs() < 1e-12, "{scoring:?} {diff:?} term {k}: {} vs {}", terms[k], want[k]);
+        }
+        let total = 0.3 * want[0] + 0.7 * want[1] + 1.1 * want[2] + 1.9 * want[3];
+        assert!((scalar(&out.total) - total).abs() < 1e-12);
     }
-    let total = 0.3 * want[0] + 0.7 * want[1] + 1.1 * want[2] + 1.9 * want[3];
-    assert!((scalar(&out.total) - total).abs() < 1e-12);
+    let cfg = KdsrConfig { w_hol_v: 0.3, w_dis_v: 0.7, w_hol_t: 1.1, w_dis_t: 1.9, ..config() };
+    let (s, _) = student(&cfg, 2);
 
     // The paper form is used when asked for; switched-off terms are None and leave the total.
     let (sp, _) = student(&KdsrConfig { hol_loss: HolForm::Paper, use_dissected: false, ..cfg.clone() }, 2);

@@ -273,23 +273,30 @@ pub fn sub_vector_scores(a: &Tensor, n_sub: usize, f: Scoring) -> Result<Tensor>
 }
 
 /// The vectors r_ij of the pairs (`left[p]`, `right[p]`) of rows of `z` (row-major, width `d`), chunk by
-/// chunk, on the host: (p · n_sub) values. For `cos` every chunk is normalised once up front.
+/// chunk, on the host: (p · n_sub) values.
 fn pair_vectors(z: &[f32], d: usize, left: &[u32], right: &[u32], n_sub: usize, f: Scoring) -> Vec<f32> {
-    let c = d / n_sub;
-    let normalized;
-    let z = if f == Scoring::Cos {
-        normalized = z
-            .chunks_exact(c)
-            .flat_map(|chunk| {
-                let norm = chunk.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
-                chunk.iter().map(move |&v| if norm > 0.0 { (f64::from(v) / norm) as f32 } else { 0.0 })
-            })
-            .collect::<Vec<f32>>();
-        &normalized[..]
-    } else {
-        z
-    };
     let mut out = Vec::with_capacity(left.len() * n_sub);
+    pair_vectors_into(&prepared_rows(z, d, n_sub, f), d, left, right, n_sub, f, &mut out);
+    out
+}
+
+/// The rows the pair loop reads: for `cos` every chunk of d / n_sub entries normalised (all-zero chunks stay
+/// zero), else `z` itself.
+fn prepared_rows(z: &[f32], d: usize, n_sub: usize, f: Scoring) -> Vec<f32> {
+    if f != Scoring::Cos {
+        return z.to_vec();
+    }
+    z.chunks_exact(d / n_sub)
+        .flat_map(|chunk| {
+            let norm = chunk.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+            chunk.iter().map(move |&v| if norm > 0.0 { (f64::from(v) / norm) as f32 } else { 0.0 })
+        })
+        .collect()
+}
+
+/// Appends r_ij of the pairs (`left[p]`, `right[p]`) of the [`prepared_rows`] `z` to `out`.
+fn pair_vectors_into(z: &[f32], d: usize, left: &[u32], right: &[u32], n_sub: usize, f: Scoring, out: &mut Vec<f32>) {
+    let c = d / n_sub;
     for (&i, &j) in left.iter().zip(right) {
         let (a, b) = (&z[i as usize * d..(i as usize + 1) * d], &z[j as usize * d..(j as usize + 1) * d]);
         for (x, y) in a.chunks_exact(c).zip(b.chunks_exact(c)) {
@@ -301,7 +308,6 @@ fn pair_vectors(z: &[f32], d: usize, left: &[u32], right: &[u32], n_sub: usize, 
             });
         }
     }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -795,20 +801,35 @@ pub struct TeacherTargets {
 }
 
 /// KDSR's frozen correlation teacher: the compressed features of both modalities and their codebooks.
+/// Host copies of both are kept: the codes of a batch are computed on the host from the rows it needs.
 #[derive(Debug, Clone)]
 pub struct KdsrTeacher {
-    /// Frozen visual features z^v, (n+1, d) f32, padding row 0 (and items without an image) zero.
-    pub z_v: Tensor,
-    /// Frozen text features z^t, (n+1, d) f32.
-    pub z_t: Tensor,
-    /// Visual codebook (K_v, n_sub).
-    pub codebook_v: Codebook,
-    /// Text codebook (K_t, n_sub).
-    pub codebook_t: Codebook,
-    /// The scoring function f.
-    pub scoring: Scoring,
-    /// D, the number of sub-vectors.
-    pub n_sub: usize,
+    z_v: Tensor,
+    z_t: Tensor,
+    codebook_v: Codebook,
+    codebook_t: Codebook,
+    scoring: Scoring,
+    n_sub: usize,
+    host_v: HostModality,
+    host_t: HostModality,
+}
+
+/// One modality's teacher on the host: the [`prepared_rows`] of z and the codewords in f64.
+#[derive(Debug, Clone)]
+struct HostModality {
+    rows: Vec<f32>,
+    d: usize,
+    n_rows: usize,
+    centroids: Vec<f64>,
+}
+
+impl HostModality {
+    fn new(z: &Tensor, cb: &Codebook, n_sub: usize, f: Scoring) -> Result<Self> {
+        let (n_rows, d) = z.dims2()?;
+        let z_host: Vec<f32> = z.flatten_all()?.to_vec1()?;
+        let centroids = cb.centroids.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
+        Ok(Self { rows: prepared_rows(&z_host, d, n_sub, f), d, n_rows, centroids })
+    }
 }
 
 impl KdsrTeacher {
@@ -837,14 +858,41 @@ impl KdsrTeacher {
                 )));
             }
         }
-        Ok(Self {
-            z_v: z_v.to_dtype(DType::F32)?.detach(),
-            z_t: z_t.to_dtype(DType::F32)?.detach(),
-            codebook_v,
-            codebook_t,
-            scoring,
-            n_sub,
-        })
+        let z_v = z_v.to_dtype(DType::F32)?.detach();
+        let z_t = z_t.to_dtype(DType::F32)?.detach();
+        let host_v = HostModality::new(&z_v, &codebook_v, n_sub, scoring)?;
+        let host_t = HostModality::new(&z_t, &codebook_t, n_sub, scoring)?;
+        Ok(Self { z_v, z_t, codebook_v, codebook_t, scoring, n_sub, host_v, host_t })
+    }
+
+    /// Frozen visual features z^v, (n+1, d) f32, padding row 0 (and items without an image) zero.
+    pub fn z_v(&self) -> &Tensor {
+        &self.z_v
+    }
+
+    /// Frozen text features z^t, (n+1, d) f32.
+    pub fn z_t(&self) -> &Tensor {
+        &self.z_t
+    }
+
+    /// Visual codebook (K_v, n_sub).
+    pub fn codebook_v(&self) -> &Codebook {
+        &self.codebook_v
+    }
+
+    /// Text codebook (K_t, n_sub).
+    pub fn codebook_t(&self) -> &Codebook {
+        &self.codebook_t
+    }
+
+    /// The scoring function f.
+    pub fn scoring(&self) -> Scoring {
+        self.scoring
+    }
+
+    /// D, the number of sub-vectors.
+    pub fn n_sub(&self) -> usize {
+        self.n_sub
     }
 
     /// Fits both codebooks with `cfg` (seeds derived as streams `kdsr-codebook-visual` and
@@ -856,25 +904,92 @@ impl KdsrTeacher {
     }
 
     /// Scores and codes of every ordered pair of `nodes` (b, q) u32 item ids (0 = padding), computed from
-    /// the gathered rows only.
+    /// the rows of the batch only. The scores are one batched product on the device. The codes are computed
+    /// on the host once per unordered pair of *distinct* ids of a sequence (r_ij is symmetric, and the
+    /// padding positions of a sequence share one id), so a batch costs O(Σ n_s²) for sequences of n_s real
+    /// nodes, not O(b·q²).
     pub fn targets(&self, nodes: &Tensor) -> Result<TeacherTargets> {
         let _span = tracing::debug_span!("kdsr_teacher_targets").entered();
         let (b, q) = nodes.dims2().map_err(|_| Error::shape("teacher nodes", "(b, q)", nodes.dims()))?;
         if nodes.dtype() != DType::U32 {
             return Err(Error::shape("teacher nodes dtype", "u32", nodes.dtype()));
         }
-        let (scores_v, codes_v) = self.modality(&self.z_v, &self.codebook_v, nodes, b, q)?;
-        let (scores_t, codes_t) = self.modality(&self.z_t, &self.codebook_t, nodes, b, q)?;
+        let ids: Vec<u32> = nodes.flatten_all()?.to_vec1()?;
+        let n_rows = self.host_v.n_rows;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= n_rows) {
+            return Err(Error::Mismatch(format!("teacher: node id {bad} out of range for {n_rows} rows of z")));
+        }
+        let pairs = DistinctPairs::new(&ids, b, q);
+        let scores_v = self.scores(&self.z_v, nodes, b, q)?;
+        let scores_t = self.scores(&self.z_t, nodes, b, q)?;
+        let codes_v = self.codes(&self.host_v, &pairs, b, q, nodes.device())?;
+        let codes_t = self.codes(&self.host_t, &pairs, b, q, nodes.device())?;
         Ok(TeacherTargets { scores_v, scores_t, codes_v, codes_t })
     }
 
-    fn modality(&self, z: &Tensor, cb: &Codebook, nodes: &Tensor, b: usize, q: usize) -> Result<(Tensor, Tensor)> {
+    fn scores(&self, z: &Tensor, nodes: &Tensor, b: usize, q: usize) -> Result<Tensor> {
         let d = z.dim(1)?;
         let flat = nodes.flatten_all()?.to_device(z.device())?;
         let rows = z.index_select(&flat, 0)?.reshape((b, q, d))?; // (b, q, d)
-        let scores = pair_scores(&rows, self.scoring)?; // (b, q, q)
-        let r = sub_vector_scores(&rows, self.n_sub, self.scoring)?; // (b, q, q, D)
-        Ok((scores, cb.assign(&r)?))
+        pair_scores(&rows, self.scoring)
+    }
+
+    fn codes(&self, host: &HostModality, pairs: &DistinctPairs, b: usize, q: usize, device: &Device) -> Result<Tensor> {
+        let mut r = Vec::with_capacity(pairs.left.len() * self.n_sub);
+        pair_vectors_into(&host.rows, host.d, &pairs.left, &pairs.right, self.n_sub, self.scoring, &mut r);
+        let unique: Vec<u32> =
+            r.chunks_exact(self.n_sub).map(|x| nearest(x, &host.centroids, self.n_sub).0 as u32).collect();
+        let codes: Vec<u32> = pairs.of_entry.iter().map(|&p| unique[p as usize]).collect();
+        Ok(Tensor::from_vec(codes, (b, q, q), device)?)
+    }
+}
+
+/// The unordered pairs of distinct ids of each sequence of a (b, q) batch, and for every entry (s, i, j)
+/// of the (b, q, q) pair grid the index of its pair.
+struct DistinctPairs {
+    left: Vec<u32>,
+    right: Vec<u32>,
+    of_entry: Vec<u32>,
+}
+
+impl DistinctPairs {
+    fn new(ids: &[u32], b: usize, q: usize) -> Self {
+        let (mut left, mut right) = (Vec::new(), Vec::new());
+        let mut of_entry = vec![0u32; b * q * q];
+        let mut uniq: Vec<u32> = Vec::with_capacity(q);
+        let mut slot = vec![0usize; q];
+        for s in 0..b {
+            let row = &ids[s * q..(s + 1) * q];
+            uniq.clear();
+            for (i, &id) in row.iter().enumerate() {
+                slot[i] = match uniq.iter().position(|&u| u == id) {
+                    Some(k) => k,
+                    None => {
+                        uniq.push(id);
+                        uniq.len() - 1
+                    }
+                };
+            }
+            // Pair index of the distinct ids (a, c), a ≤ c, in `left`/`right`.
+            let n = uniq.len();
+            let base = left.len();
+            let index = |a: usize, c: usize| {
+                let (a, c) = (a.min(c), a.max(c));
+                base + a * n - a * (a + 1) / 2 + c
+            };
+            for a in 0..n {
+                for c in a..n {
+                    left.push(uniq[a]);
+                    right.push(uniq[c]);
+                }
+            }
+            for i in 0..q {
+                for j in 0..q {
+                    of_entry[(s * q + i) * q + j] = index(slot[i], slot[j]) as u32;
+                }
+            }
+        }
+        Self { left, right, of_entry }
     }
 }
 

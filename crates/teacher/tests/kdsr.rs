@@ -181,7 +181,7 @@ fn on_the_fly_codes_equal_the_full_matrix_codes() {
     let n = n_items + 1;
     for f in ALL {
         let t = teacher(&z, &small_config(f, 6, n_sub), 4);
-        let centroids = rows_f64(&t.codebook_v.centroids);
+        let centroids = rows_f64(&t.codebook_v().centroids);
         // The dense (n+1)² matrices the reference materialises, by a plain loop.
         let full_codes: Vec<Vec<u32>> = (0..n)
             .map(|i| (0..n).map(|j| nearest_loop(&r_loop(&zz[i], &zz[j], n_sub, f), &centroids)).collect())
@@ -222,7 +222,7 @@ fn codes_are_symmetric_and_the_diagonal_code_is_nearest_all_ones() {
     let (n_items, d, n_sub) = (30, 32, 8);
     let z = features(n_items, d, n_sub, 13, 5);
     let t = teacher(&z, &small_config(Scoring::Cos, 10, n_sub), 6);
-    let centroids = rows_f64(&t.codebook_v.centroids);
+    let centroids = rows_f64(&t.codebook_v().centroids);
     let ones_code = nearest_loop(&[1.0; 8], &centroids);
     let zero_code = nearest_loop(&[0.0; 8], &centroids);
     let nodes = Tensor::new(&[[5u32, 1, 13, 30, 0, 22, 3, 0], [2, 4, 6, 8, 10, 12, 14, 16]], &Device::Cpu).unwrap();
