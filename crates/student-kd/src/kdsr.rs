@@ -13,7 +13,7 @@
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
-use mmkd_teacher::kdsr::{pair_scores, safe_sqrt, CodebookConfig, Quantiser, Scoring, TeacherTargets};
+use mmkd_teacher::kdsr::{normalize_rows, pair_scores, safe_sqrt, CodebookConfig, Quantiser, Scoring, TeacherTargets};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -599,14 +599,7 @@ impl ValidPairs {
 /// f between the rows `left[p]` and `right[p]` of `a` (R, d) → (P,): the listed entries of
 /// [`pair_scores`] (a zero row gives cos 0). Differentiable.
 fn listed_pair_scores(a: &Tensor, left: &Tensor, right: &Tensor, f: Scoring) -> Result<Tensor> {
-    let a = match f {
-        Scoring::Cos => {
-            let sq = a.sqr()?.sum_keepdim(D::Minus1)?;
-            let pos = sq.gt(0.0)?;
-            a.broadcast_div(&pos.where_cond(&sq, &sq.ones_like()?)?.sqrt()?)?
-        }
-        _ => a.clone(),
-    };
+    let a = if f == Scoring::Cos { normalize_rows(a)? } else { a.clone() };
     let (x, y) = (a.index_select(left, 0)?, a.index_select(right, 0)?);
     Ok(match f {
         Scoring::Cos | Scoring::Dot => (x * y)?.sum(D::Minus1)?,

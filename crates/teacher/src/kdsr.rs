@@ -216,7 +216,7 @@ pub fn safe_sqrt(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Rows divided by their L2 norm over the last dimension; all-zero rows stay zero (with zero gradient).
-fn normalize_rows(x: &Tensor) -> Result<Tensor> {
+pub fn normalize_rows(x: &Tensor) -> Result<Tensor> {
     let sq = x.sqr()?.sum_keepdim(D::Minus1)?;
     let pos = sq.gt(0.0)?;
     let norm = pos.where_cond(&sq, &sq.ones_like()?)?.sqrt()?;
