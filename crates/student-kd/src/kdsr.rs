@@ -316,20 +316,11 @@ impl ModalityStudent {
     }
 
     fn transform(&self, e: &Tensor) -> Result<Tensor> {
-        // The layers run on the rows flattened to 2-D: candle's `Linear` on a 3-D input broadcasts its weight
-        // to one copy per sequence, which costs a (b, d, d) gradient and strided copies in the backward pass.
-        let dims = e.dims().to_vec();
-        let d = dims.last().copied().unwrap_or(0);
-        let mut h = e.reshape((e.elem_count() / d.max(1), d))?;
+        let mut h = e.clone();
         for layer in &self.g {
             h = layer.forward(&h)?;
         }
-        let out = h.dim(1)?;
-        let mut shape = dims;
-        if let Some(last) = shape.last_mut() {
-            *last = out;
-        }
-        Ok(h.reshape(shape)?)
+        Ok(h)
     }
 
     fn head(&self, delta: &Tensor) -> Result<Tensor> {
@@ -502,8 +493,10 @@ impl KdsrStudent {
             // log-probabilities are read at both orders' codes, c_ij and c_ji. Same value and gradient as
             // the head over every ordered pair, at half the cost.
             DiffForm::Abs => {
-                let delta =
-                    (flat.index_select(&pairs.upper_left, 0)? - flat.index_select(&pairs.upper_right, 0)?)?.abs()?; // (P', d)
+                let rows = flat.index_select(&pairs.real, 0)?; // (R, d)
+                let delta = (rows.index_select(&pairs.upper_left_real, 0)?
+                    - rows.index_select(&pairs.upper_right_real, 0)?)?
+                .abs()?; // (P', d)
                 let logits = self.part(m).head(&delta)?; // (P', K)
                 let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
                 let pick = |flat_idx: &Tensor| -> Result<Tensor> {
@@ -524,7 +517,7 @@ impl KdsrStudent {
 }
 
 /// The valid (both real) pairs of a batch. Ordered pairs: row indices into (b·q, d) and flat indices into
-/// (b·q·q). Unordered pairs (i ≤ j): row indices into (b·q, d) and into the real rows, the flat indices
+/// (b·q·q). Unordered pairs (i ≤ j): row indices into the real rows, the flat indices
 /// of (i, j) and (j, i), the sequence, and 1 where i ≠ j.
 struct ValidPairs {
     left: Tensor,
@@ -534,8 +527,6 @@ struct ValidPairs {
     count: usize,
     /// Row indices (into (b·q, d)) of the real nodes. (R,)
     real: Tensor,
-    upper_left: Tensor,
-    upper_right: Tensor,
     upper_left_real: Tensor,
     upper_right_real: Tensor,
     upper_flat: Tensor,
@@ -550,7 +541,7 @@ impl ValidPairs {
     fn new(mask: &[Vec<f32>], device: &candle_core::Device) -> Result<Self> {
         let (mut left, mut right, mut flat) = (Vec::new(), Vec::new(), Vec::new());
         let mut real_rows: Vec<u32> = Vec::new();
-        let (mut ul, mut ur, mut ulr, mut urr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ulr, mut urr) = (Vec::new(), Vec::new());
         let (mut uf, mut uft, mut useq, mut off) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (s, row) in mask.iter().enumerate() {
             let q = row.len();
@@ -559,8 +550,6 @@ impl ValidPairs {
             real_rows.extend(real.iter().map(|&i| (s * q + i) as u32));
             for (a, &i) in real.iter().enumerate() {
                 for (c, &j) in real.iter().enumerate().skip(a) {
-                    ul.push((s * q + i) as u32);
-                    ur.push((s * q + j) as u32);
                     ulr.push((first + a) as u32);
                     urr.push((first + c) as u32);
                     uf.push(((s * q + i) * q + j) as u32);
@@ -575,7 +564,7 @@ impl ValidPairs {
                 }
             }
         }
-        let (count, n_upper, n_real) = (left.len(), ul.len(), real_rows.len());
+        let (count, n_upper, n_real) = (left.len(), ulr.len(), real_rows.len());
         let t = |v: Vec<u32>, n: usize| Tensor::from_vec(v, n, device);
         Ok(Self {
             left: t(left, count)?,
@@ -583,8 +572,6 @@ impl ValidPairs {
             flat: t(flat, count)?,
             count,
             real: t(real_rows, n_real)?,
-            upper_left: t(ul, n_upper)?,
-            upper_right: t(ur, n_upper)?,
             upper_left_real: t(ulr, n_upper)?,
             upper_right_real: t(urr, n_upper)?,
             upper_flat: t(uf, n_upper)?,
