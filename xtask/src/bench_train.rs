@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use mmkd_backbones::train::{evaluate_model, training_view};
-use mmkd_backbones::EpochCtx;
+use mmkd_backbones::train::evaluate_model;
+use mmkd_backbones::{fit_epoch, EpochCtx, Optimizers};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -183,17 +183,16 @@ fn run_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -> an
     };
     let mut p = train_args.prepare()?;
     let setup_secs = started.elapsed().as_secs_f64();
-    let view = training_view(&p.dataset, &p.cfg.train);
-    let mut optimizer = mmkd_backbones::optim::build(mmkd_backbones::optim::sorted_vars(p.model.vars()), &p.cfg.optim)?;
+    let view = &p.view;
+    let mut optimizer = Optimizers::new(p.model.as_ref(), &p.cfg.optim)?;
     let mut epoch_secs = Vec::with_capacity(args.epochs);
     let (mut batches, mut last_loss) = (0, None);
     for epoch in 0..args.epochs {
         let mut rng = mmkd_data::stream(args.seed, &format!("epoch-{epoch}"));
         let t = Instant::now();
         let stats = {
-            let mut ctx =
-                EpochCtx { epoch, dataset: &view, rng: &mut rng, device: &p.device, optimizer: &mut optimizer };
-            p.model.fit_epoch(&mut ctx)?
+            let mut ctx = EpochCtx { epoch, rng: &mut rng, device: &p.device };
+            fit_epoch(p.model.as_mut(), &mut ctx, &mut optimizer)?
         };
         p.device.synchronize()?;
         epoch_secs.push(t.elapsed().as_secs_f64());
@@ -255,7 +254,7 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
         kdsr,
     };
     let p = crate::train_seq::prepare(&train_args)?;
-    let model = p.model.context("a sequential bench cell needs a trained model, not pop")?;
+    let mut model = p.model.context("a sequential bench cell needs a trained model, not pop")?;
     let setup_secs = started.elapsed().as_secs_f64();
     let mut train = p.data.train_instances();
     if let Some(n) = args.batches {
@@ -266,17 +265,22 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
         train.shuffle(&mut rng);
         train.truncate(n * p.cfg.seq.batch_size);
     }
+    let n_train = train.len();
+    model.set_training_instances(train)?;
     let test = p.data.test_instances();
-    let (mut opt_rest, mut opt_modality) = model.optimizers(&p.cfg.optim)?;
+    let mut optimizer = Optimizers::new(&model, &p.cfg.optim)?;
     let mut epoch_secs = Vec::with_capacity(args.epochs);
     let mut last_loss = None;
     for epoch in 0..args.epochs {
         let mut rng = mmkd_data::stream(args.seed, &format!("epoch-{epoch}"));
         let t = Instant::now();
-        let losses = model.fit_epoch(&p.data, &train, &mut rng, &mut opt_rest, opt_modality.as_mut())?;
+        let stats = {
+            let mut ctx = EpochCtx { epoch, rng: &mut rng, device: &p.device };
+            fit_epoch(&mut model, &mut ctx, &mut optimizer)?
+        };
         p.device.synchronize()?;
         epoch_secs.push(t.elapsed().as_secs_f64());
-        last_loss = losses.get("total").copied();
+        last_loss = stats.losses.get("total").copied();
         tracing::info!(epoch = epoch + 1, secs = epoch_secs[epoch], loss = ?last_loss, "bench epoch");
     }
     let (mut eval_total, mut hr) = (0.0, None);
@@ -294,11 +298,11 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
         device: args.device.clone(),
         n_users: p.data.n_users,
         n_items: p.data.n_items,
-        n_train: train.len(),
+        n_train,
         setup_secs,
         first_epoch_secs,
         epoch_secs: median_secs,
-        batches_per_epoch: train.len().div_ceil(p.cfg.seq.batch_size),
+        batches_per_epoch: n_train.div_ceil(p.cfg.seq.batch_size),
         eval_secs: (args.evals > 0).then(|| eval_total / args.evals as f64),
         peak_rss_mib: peak_rss_mib(),
         last_loss,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use mmkd_backbones::Backbone;
 
 use crate::train::{Prepared, TrainArgs};
 

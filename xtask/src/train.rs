@@ -9,8 +9,8 @@ use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, ValueEnum};
 use mmkd_backbones::mf::Mf;
 use mmkd_backbones::pop::Popularity;
-use mmkd_backbones::train::{training_view, TrainOutcome};
-use mmkd_backbones::{Backbone, Dims};
+use mmkd_backbones::train::{training_view, FullRanking, TrainOutcome};
+use mmkd_backbones::{Dims, Recommender};
 use mmkd_features::{FeatureExtractor, FeatureStore, Projection};
 use toml::Value;
 
@@ -148,7 +148,9 @@ pub struct Prepared {
     /// The layers applied, in order, for the record.
     pub layers: Vec<String>,
     pub dataset: mmkd_data::Dataset,
-    pub model: Box<dyn Backbone>,
+    /// The split the model trains on ([`training_view`] of `dataset`).
+    pub view: mmkd_data::Dataset,
+    pub model: Box<dyn Recommender>,
     pub device: Device,
 }
 
@@ -211,11 +213,11 @@ impl TrainArgs {
             )
         };
         let build = |features| build_extractor(&extractor, vb.pp("extractor"), &cfg, features, &dataset, &device);
-        let model: Box<dyn Backbone> = match self.model {
+        let model: Box<dyn Recommender> = match self.model {
             ModelKind::Pop => Box::new(Popularity::new(&view, &device)?),
             ModelKind::Mf => {
                 let ex = build(features)?;
-                Box::new(Mf::new(vb, &vars, &cfg.mf, dims, ex)?)
+                Box::new(Mf::new(vb, &vars, &cfg.mf, dims, &view.train, ex)?)
             }
             ModelKind::Bm3 => {
                 let ex = build(features)?.with_context(|| needs("bm3"))?;
@@ -227,10 +229,10 @@ impl TrainArgs {
             }
             ModelKind::Maml => {
                 let ex = build(features)?.with_context(|| needs("maml"))?;
-                Box::new(mmkd_backbones::maml::Maml::new(vb, &vars, &cfg.maml, dims, ex, &device)?)
+                Box::new(mmkd_backbones::maml::Maml::new(vb, &vars, &cfg.maml, dims, &view.train, ex, &device)?)
             }
-            ModelKind::Neumf => Box::new(mmkd_backbones::neumf::NeuMf::new(vb, &vars, &cfg.neumf, dims)?),
-            ModelKind::Cml => Box::new(mmkd_backbones::cml::Cml::new(vb, &vars, &cfg.cml, dims)?),
+            ModelKind::Neumf => Box::new(mmkd_backbones::neumf::NeuMf::new(vb, &vars, &cfg.neumf, dims, &view.train)?),
+            ModelKind::Cml => Box::new(mmkd_backbones::cml::Cml::new(vb, &vars, &cfg.cml, dims, &view.train)?),
             ModelKind::Ngcf => {
                 Box::new(mmkd_backbones::ngcf::Ngcf::new(vb, &vars, &cfg.ngcf, dims, &view.train, &device)?)
             }
@@ -241,7 +243,7 @@ impl TrainArgs {
                 bail!("--model {} is sequential: it trains on the sequential layout", self.model.name())
             }
         };
-        Ok(Prepared { cfg, layers, dataset, model, device })
+        Ok(Prepared { cfg, layers, dataset, view, model, device })
     }
 }
 
@@ -252,15 +254,15 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     if args.kdsr {
         bail!("--kdsr applies to the sequential models (mmsr, sasrec, gru4rec), not to --model {}", args.model.name());
     }
-    let Prepared { cfg, layers, dataset, mut model, device } = args.prepare()?;
+    let Prepared { cfg, layers, dataset, view, mut model, device } = args.prepare()?;
     write_config(args, &cfg, &layers)?;
+    let evaluator = FullRanking::new(&view, cfg.train.protocol, &cfg.eval)?;
     let outcome = mmkd_backbones::train(
         model.as_mut(),
-        &dataset,
+        &evaluator,
         &cfg.train,
         &cfg.optim,
         &cfg.schedule,
-        &cfg.eval,
         &args.out,
         args.resume,
         &device,

@@ -2,6 +2,7 @@
 //! sequential layout): load the sequences, compress each modality's features with the autoencoder, build the
 //! encoder (and KDSR's teacher and student), and run `mmkd_backbones::seq_train::train_sequential`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -9,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use mmkd_backbones::seq_kdsr::KdsrAux;
 use mmkd_backbones::seq_model::SeqEncoder;
-use mmkd_backbones::seq_train::{popularity_sequential, train_sequential, ModalityInit, SeqAux, SeqRecommender};
+use mmkd_backbones::seq_train::{popularity_sequential, split_instances, ModalityInit, NextItem, SeqAux, SeqRecommender};
 use mmkd_data::sequential::SeqDataset;
 use mmkd_features::FeatureStore;
 use toml::Value;
@@ -22,9 +23,11 @@ use crate::train::{resolve_layers, write_config, ModelKind, TrainArgs};
 pub struct SeqPrepared {
     pub cfg: RunConfig,
     pub layers: Vec<String>,
-    pub data: SeqDataset,
+    pub data: Arc<SeqDataset>,
     /// `None` for `--model pop`.
     pub model: Option<SeqRecommender>,
+    /// The instances that select the model (validation under holdout, test under reference).
+    pub selection: Vec<mmkd_data::sequential::SeqInstance>,
     pub device: Device,
 }
 
@@ -70,11 +73,14 @@ pub fn prepare(args: &TrainArgs) -> anyhow::Result<SeqPrepared> {
         flags,
     };
     let (cfg, layers) = resolve_layers(layers)?;
-    let data = mmkd_data::sequential::load_sequential(&args.data, &cfg.seq_data)
-        .with_context(|| format!("loading the sequential data set in {}", args.data.display()))?;
+    let data = Arc::new(
+        mmkd_data::sequential::load_sequential(&args.data, &cfg.seq_data)
+            .with_context(|| format!("loading the sequential data set in {}", args.data.display()))?,
+    );
     tracing::info!(stats = %data.stats(), "sequential data");
+    let (train, selection) = split_instances(&data, &cfg.train);
     if args.model == ModelKind::Pop {
-        return Ok(SeqPrepared { cfg, layers, data, model: None, device });
+        return Ok(SeqPrepared { cfg, layers, data, model: None, selection, device });
     }
     let init = compress_features(&args.data, &data, &cfg, &device)?;
     let vars = VarMap::new();
@@ -94,8 +100,8 @@ pub fn prepare(args: &TrainArgs) -> anyhow::Result<SeqPrepared> {
             _ => Box::new(mmkd_backbones::gru4rec::Gru4Rec::new(vb.pp("gru4rec"), &cfg.gru4rec, d)?),
         })
     };
-    let model = SeqRecommender::new(&vb, &vars, &cfg.seq, &init, build, aux)?;
-    Ok(SeqPrepared { cfg, layers, data, model: Some(model), device })
+    let model = SeqRecommender::new(&vb, &vars, &cfg.seq, &init, build, aux, Arc::clone(&data), train)?;
+    Ok(SeqPrepared { cfg, layers, data, model: Some(model), selection, device })
 }
 
 /// The compressed features of every item (`(n_items + 1, d)` per modality, row 0 zero): the raw rows of the
@@ -173,16 +179,23 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
-    let SeqPrepared { cfg, layers, data, model, device } = prepare(args)?;
+    let SeqPrepared { cfg, layers, data, model, selection, device } = prepare(args)?;
     write_config(args, &cfg, &layers)?;
-    let outcome = match &model {
+    let outcome = match model {
         None => popularity_sequential(&data, &cfg.seq.ks, &args.out, &device)?,
-        Some(model) => {
-            if args.resume {
-                tracing::warn!("sequential runs start again from epoch 1 (--resume applies to the other models)");
-            }
-            train_sequential(model, &data, &cfg.train, &cfg.optim, &cfg.schedule, &args.out)
-                .with_context(|| format!("training {} into {}", args.model.name(), args.out.display()))?
+        Some(mut model) => {
+            let evaluator = NextItem::new(&data, cfg.train.protocol, selection, &cfg.seq.ks)?;
+            mmkd_backbones::train(
+                &mut model,
+                &evaluator,
+                &cfg.train,
+                &cfg.optim,
+                &cfg.schedule,
+                &args.out,
+                args.resume,
+                &device,
+            )
+            .with_context(|| format!("training {} into {}", args.model.name(), args.out.display()))?
         }
     };
     let name = if args.kdsr { format!("{}+kdsr", outcome.model) } else { outcome.model.clone() };

@@ -42,11 +42,9 @@
 //!   caller passes (upstream BM3 fine-tunes the raw features and uses Xavier-normal `Linear`s; the SGFD fork
 //!   freezes them, as we do).
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Instant;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor, D};
 use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap};
 use mmkd_data::Csr;
 use mmkd_features::{FeatureExtractor, Mode};
@@ -55,9 +53,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::DotScores;
+use crate::common::{batch_of, DotScores};
 use crate::graph::{propagate_mean, sym_normalized, SparseMatrix};
-use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
+use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 
 /// PyTorch's `F.cosine_similarity` epsilon.
@@ -129,12 +127,20 @@ pub struct Bm3Losses {
 }
 
 impl Bm3Losses {
-    /// `(name, term)` for every term, `"total"` last: the keys of [`EpochStats::losses`].
+    /// `(name, term)` for every term, `"total"` last: the keys of [`crate::EpochStats::losses`].
     pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
         let mut out = vec![("ui", &self.ui), ("iu", &self.iu), ("align", &self.align), ("reg", &self.reg)];
         out.extend(self.aux.iter().map(|(name, t)| (*name, t)));
         out.push(("total", &self.total));
         out
+    }
+}
+
+impl From<Bm3Losses> for StepLosses {
+    fn from(l: Bm3Losses) -> Self {
+        let mut terms = vec![("ui", l.ui), ("iu", l.iu), ("align", l.align), ("reg", l.reg)];
+        terms.extend(l.aux);
+        StepLosses::new(terms, l.total)
     }
 }
 
@@ -149,8 +155,10 @@ pub struct Bm3 {
     predictor: Linear,
     /// `Â` over `n_users + n_items` nodes, users first.
     adj: SparseMatrix,
-    /// Train pairs `Â` was built from.
-    n_train: usize,
+    /// Train pairs `Â` was built from (user-major order).
+    pairs: Vec<(u32, u32)>,
+    /// This epoch's pairs, shuffled ([`Backbone::begin_epoch`]).
+    epoch_pairs: Vec<(u32, u32)>,
     extractor: Box<dyn FeatureExtractor>,
     varmap: VarMap,
     device: Device,
@@ -225,7 +233,8 @@ impl Bm3 {
             item_emb: Embedding::new(item_w, d),
             predictor: Linear::new(weight, Some(bias)),
             adj: sym_normalized(train),
-            n_train: train.nnz(),
+            pairs: train.pairs(),
+            epoch_pairs: Vec::new(),
             extractor,
             varmap: varmap.clone(),
             device: device.clone(),
@@ -317,53 +326,21 @@ impl Backbone for Bm3 {
         "bm3"
     }
 
-    /// Shuffles the train pairs with `ctx.rng`, then one optimiser step per `batch_size` consecutive pairs
-    /// (the last batch partial). Reports the mean over batches of `"ui"`, `"iu"`, `"align"`, `"reg"`, the
-    /// extractor's auxiliary terms (`"kd"`, `"ce"` with SGFD) and `"total"`, each as it enters the total.
-    /// A batch whose total is not finite is counted but not stepped on, and ends the epoch (the reference
-    /// stops training on a NaN loss; here the non-finite `"total"` tells the trainer).
-    fn fit_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<EpochStats> {
-        let started = Instant::now();
-        let data = ctx.dataset;
-        if data.n_users != self.dims.n_users || data.n_items != self.dims.n_items || data.train.nnz() != self.n_train {
-            return Err(Error::Shape(format!(
-                "bm3: the epoch's data set ({} users, {} items, {} train pairs) is not the graph BM3 was built on \
-                 ({} users, {} items, {} pairs)",
-                data.n_users,
-                data.n_items,
-                data.train.nnz(),
-                self.dims.n_users,
-                self.dims.n_items,
-                self.n_train
-            )));
-        }
+    /// Shuffles the train pairs with `ctx.rng`; one optimiser step per `batch_size` consecutive pairs (the
+    /// last batch partial). Reports `"ui"`, `"iu"`, `"align"`, `"reg"` and the extractor's auxiliary terms
+    /// (`"kd"`, `"ce"` with SGFD), each as it enters the total.
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
         self.eval_cache = None;
         self.extractor.on_epoch_start(ctx.epoch)?;
-        let mut pairs = data.train.pairs();
-        pairs.shuffle(&mut *ctx.rng);
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut n_batches = 0;
-        for batch in pairs.chunks(self.cfg.batch_size) {
-            let (users, items): (Vec<u32>, Vec<u32>) = batch.iter().copied().unzip();
-            let losses = self.batch_losses(&users, &items, &mut *ctx.rng)?;
-            let named = losses.named();
-            let scalars: Vec<Tensor> =
-                named.iter().map(|(_, t)| t.to_dtype(DType::F64)).collect::<candle_core::Result<_>>()?;
-            let values = Tensor::stack(&scalars, 0)?.to_vec1::<f64>()?;
-            for ((name, _), v) in named.iter().zip(&values) {
-                *sums.entry((*name).to_owned()).or_insert(0.0) += v;
-            }
-            n_batches += 1;
-            let total = values.last().copied().unwrap_or(f64::NAN);
-            if !total.is_finite() {
-                tracing::warn!(epoch = ctx.epoch, batch = n_batches - 1, total, "bm3: non-finite loss, epoch stopped");
-                break;
-            }
-            ctx.optimizer.backward_step(&losses.total)?;
-        }
-        let losses = sums.into_iter().map(|(k, v)| (k, v / n_batches.max(1) as f64)).collect();
-        tracing::debug!(epoch = ctx.epoch, batches = n_batches, secs = started.elapsed().as_secs_f32(), "BM3 epoch");
-        Ok(EpochStats { losses, n_batches })
+        self.epoch_pairs.clone_from(&self.pairs);
+        self.epoch_pairs.shuffle(&mut *ctx.rng);
+        Ok(self.epoch_pairs.len().div_ceil(self.cfg.batch_size))
+    }
+
+    fn step_losses(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        let (users, items): (Vec<u32>, Vec<u32>) =
+            batch_of(&self.epoch_pairs, self.cfg.batch_size, step).iter().copied().unzip();
+        Ok(self.batch_losses(&users, &items, rng)?.into())
     }
 
     /// Caches `g(u)` and `g(i)ᵀ` of the current parameters (bm3.py:185-190: no dropout, no features).
@@ -372,6 +349,12 @@ impl Backbone for Bm3 {
         Ok(())
     }
 
+    fn vars(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+impl Recommender for Bm3 {
     /// `g(u)[users] · g(i)ᵀ`: `(users.len(), n_items)`. Needs [`Backbone::prepare_eval`] after the last
     /// training epoch.
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
@@ -382,9 +365,6 @@ impl Backbone for Bm3 {
         cache.score("bm3", users)
     }
 
-    fn vars(&self) -> &VarMap {
-        &self.varmap
-    }
 }
 
 /// `1 − mean_k cos(a_k, b_k)` over the rows of `a`, `b`: `(n, d)` each, `n ≥ 1`. The cosine is PyTorch's

@@ -25,16 +25,16 @@
 //! (`[optim]` in `configs/model/cml.toml`), and an epoch is `⌊|R|/B⌋` S-pair batches. The item-feature
 //! projector of the paper is not part of the CF baseline.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder, VarMap};
+use mmkd_data::Csr;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_epoch_data, check_users, mean_stats, sample_epoch, scalar, Sampler};
-use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
+use crate::common::{check_train_shape, check_users, into_step, sample_epoch, Sampler, TripleBatch};
+use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 
 /// Which hinge loss CML minimises.
@@ -208,6 +208,10 @@ pub struct Cml {
     dims: Dims,
     user_emb: Var,
     item_emb: Var,
+    /// The train matrix the model is fitted on.
+    train: Csr,
+    /// This epoch's batches ([`Backbone::begin_epoch`]).
+    epoch_batches: Vec<TripleBatch>,
     varmap: VarMap,
     device: Device,
 }
@@ -221,8 +225,9 @@ impl fmt::Debug for Cml {
 impl Cml {
     /// Builds both tables through `vb` with the official `N(0, 1/d)` initialisation (not clipped). `varmap` is
     /// the map behind `vb`; `dims` comes from the data.
-    pub fn new(vb: VarBuilder, varmap: &VarMap, cfg: &CmlConfig, dims: Dims) -> Result<Self> {
+    pub fn new(vb: VarBuilder, varmap: &VarMap, cfg: &CmlConfig, dims: Dims, train: &Csr) -> Result<Self> {
         cfg.validate()?;
+        check_train_shape("cml", dims, train)?;
         let d = cfg.embed_dim;
         let init = Init::Randn { mean: 0.0, stdev: 1.0 / (d as f64).sqrt() };
         let user = vb.pp("user_emb").get_with_hints((dims.n_users, d), "weight", init)?;
@@ -235,7 +240,16 @@ impl Cml {
         // The builder hands out the variables' own tensors; `Var::from_tensor` wraps them without a copy, so
         // `set` writes into the storage the optimiser steps.
         let (user_emb, item_emb) = (Var::from_tensor(&user)?, Var::from_tensor(&item)?);
-        Ok(Self { cfg: cfg.clone(), dims, user_emb, item_emb, varmap: varmap.clone(), device: vb.device().clone() })
+        Ok(Self {
+            cfg: cfg.clone(),
+            dims,
+            user_emb,
+            item_emb,
+            varmap: varmap.clone(),
+            device: vb.device().clone(),
+            train: train.clone(),
+            epoch_batches: Vec::new(),
+        })
     }
 
     /// The configuration.
@@ -301,34 +315,31 @@ impl Backbone for Cml {
     /// Batches from `cfg.sampler` with W negatives per pair; per batch one optimiser step followed by the
     /// unit-ball clipping of every row. Stats: means over batches of `"metric"`, `"cov"` (with
     /// `use_cov_loss`) and `"total"`. A non-finite loss ends the epoch before its step.
-    fn fit_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<EpochStats> {
-        let started = Instant::now();
-        check_epoch_data("cml", self.dims, None, ctx.dataset)?;
-        let batches =
-            sample_epoch(self.cfg.sampler, &ctx.dataset.train, self.cfg.batch_size, self.cfg.n_negatives, ctx.rng)?;
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut n_batches = 0;
-        for batch in &batches {
-            let named = self.batch_losses(&batch.users, &batch.positives, &batch.negatives)?;
-            let mut total = None;
-            for (name, t) in &named {
-                let v = scalar(t)?;
-                *sums.entry((*name).to_owned()).or_insert(0.0) += v;
-                total = Some((v, t));
-            }
-            n_batches += 1;
-            let Some((value, loss)) = total else { continue };
-            if !value.is_finite() {
-                tracing::warn!(epoch = ctx.epoch, batch = n_batches - 1, "cml: non-finite loss, epoch stopped");
-                break;
-            }
-            ctx.optimizer.backward_step(loss)?;
-            self.clip_embeddings()?;
-        }
-        tracing::debug!(epoch = ctx.epoch, batches = n_batches, secs = started.elapsed().as_secs_f32(), "CML epoch");
-        Ok(mean_stats(sums, n_batches))
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
+        self.epoch_batches = sample_epoch(self.cfg.sampler, &self.train, self.cfg.batch_size, self.cfg.n_negatives, ctx.rng)?;
+        Ok(self.epoch_batches.len())
     }
 
+    fn step_losses(&mut self, step: usize, _rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        let batch = self
+            .epoch_batches
+            .get(step)
+            .ok_or_else(|| Error::Config(format!("cml: step {step} beyond the epoch's batches")))?;
+        let named = self.batch_losses(&batch.users, &batch.positives, &batch.negatives)?;
+        into_step(named, "cml")
+    }
+
+    /// Clips both tables back into the ball of radius `clip_norm` (the official code's `clip_by_norm`).
+    fn after_step(&mut self) -> Result<()> {
+        self.clip_embeddings()
+    }
+
+    fn vars(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+impl Recommender for Cml {
     /// `−δ(u, i) = 2⟨u, i⟩ − ‖i‖² − ‖u‖²`, `(users.len(), n_items)`: one matmul plus the norms.
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
         check_users("cml", users, self.dims.n_users)?;
@@ -339,10 +350,6 @@ impl Backbone for Cml {
         let user_sq = u.sqr()?.sum_keepdim(1)?; // (b, 1)
         let dot = u.matmul(&ei.t()?)?; // (b, I)
         Ok(dot.affine(2.0, 0.0)?.broadcast_sub(&item_sq)?.broadcast_sub(&user_sq)?)
-    }
-
-    fn vars(&self) -> &VarMap {
-        &self.varmap
     }
 }
 

@@ -1,17 +1,15 @@
 //! What several backbones share: the epoch samplers of spec `cf-baselines.md` §0, inverted dropout from a
-//! seeded stream, the two embedding-L2 conventions, one BPR epoch loop, the input checks (the id-only CF
+//! seeded stream, the two embedding-L2 conventions, batches of an epoch, the input checks (the id-only CF
 //! baselines), and [`DotScores`], the evaluation cache of every dot-product scorer (BM3, NGCF, DGCF).
 
-use std::collections::BTreeMap;
-
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use mmkd_data::{Csr, NegativeSampler};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Dims, EpochCtx, EpochStats};
+use crate::model::{Dims, StepLosses};
 use crate::{Error, Result};
 
 /// How an epoch draws its (user, positive item, negatives) rows (spec §0).
@@ -177,39 +175,19 @@ pub fn emb_reg(rows: &[&Tensor], form: RegForm, batch: usize) -> Result<Tensor> 
     Ok(sum.affine(1.0 / batch as f64, 0.0)?)
 }
 
-/// Reads a scalar tensor as `f64`.
-pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+
+/// A batch's named terms with the total last (as the CF baselines' `batch_losses` return them) as
+/// [`StepLosses`].
+pub(crate) fn into_step(mut named: Vec<(&'static str, Tensor)>, model: &str) -> Result<StepLosses> {
+    let (_, total) = named.pop().ok_or_else(|| Error::Shape(format!("{model}: a batch produced no loss")))?;
+    Ok(StepLosses::new(named, total))
 }
 
-/// Divides every running sum by the number of batches.
-pub(crate) fn mean_stats(sums: BTreeMap<String, f64>, n_batches: usize) -> EpochStats {
-    let losses = sums.into_iter().map(|(k, v)| (k, v / n_batches.max(1) as f64)).collect();
-    EpochStats { losses, n_batches }
-}
-
-/// Errors unless the epoch's data has the sizes (and, for a graph model, the train pair count) the model was
-/// built for.
-pub(crate) fn check_epoch_data(
-    model: &str,
-    dims: Dims,
-    n_train: Option<usize>,
-    data: &mmkd_data::Dataset,
-) -> Result<()> {
-    let same_pairs = n_train.is_none_or(|n| n == data.train.nnz());
-    if data.n_users != dims.n_users || data.n_items != dims.n_items || !same_pairs {
-        return Err(Error::Shape(format!(
-            "{model}: the epoch's data set ({} users, {} items, {} train pairs) is not the one the model was built \
-             for ({} users, {} items{})",
-            data.n_users,
-            data.n_items,
-            data.train.nnz(),
-            dims.n_users,
-            dims.n_items,
-            n_train.map(|n| format!(", {n} train pairs")).unwrap_or_default()
-        )));
-    }
-    Ok(())
+/// Rows `[step·batch, (step + 1)·batch)` of `rows`, the last batch partial: step `step` of an epoch over
+/// `rows` cut into batches of `batch`.
+pub(crate) fn batch_of<T>(rows: &[T], batch: usize, step: usize) -> &[T] {
+    let start = (step * batch).min(rows.len());
+    &rows[start..(start + batch).min(rows.len())]
 }
 
 /// Errors unless `train` is `dims.n_users × dims.n_items`.
@@ -232,37 +210,6 @@ pub(crate) fn check_users(model: &str, users: &[u32], n_users: usize) -> Result<
         return Err(Error::Shape(format!("{model}: user {u} out of range for {n_users} users")));
     }
     Ok(())
-}
-
-/// Runs one epoch of BPR steps: `losses` gives a batch's named terms, `"total"` last; a non-finite total
-/// ends the epoch before its step. Shared by NGCF and DGCF.
-pub(crate) fn bpr_epoch(
-    ctx: &mut EpochCtx<'_>,
-    batches: &[TripleBatch],
-    model: &str,
-    mut losses: impl FnMut(&TripleBatch, &mut ChaCha8Rng) -> Result<Vec<(&'static str, Tensor)>>,
-) -> Result<EpochStats> {
-    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-    let mut n_batches = 0;
-    for batch in batches {
-        let named = losses(batch, &mut *ctx.rng)?;
-        let Some((_, total)) = named.last() else {
-            return Err(Error::Shape(format!("{model}: a batch produced no loss")));
-        };
-        let mut total_value = f64::NAN;
-        for (name, t) in &named {
-            let v = scalar(t)?;
-            *sums.entry((*name).to_owned()).or_insert(0.0) += v;
-            total_value = v;
-        }
-        n_batches += 1;
-        if !total_value.is_finite() {
-            tracing::warn!(epoch = ctx.epoch, batch = n_batches - 1, model, "non-finite loss, epoch stopped");
-            break;
-        }
-        ctx.optimizer.backward_step(total)?;
-    }
-    Ok(mean_stats(sums, n_batches))
 }
 
 /// Evaluation-mode representations of a dot-product scorer: every user's row and every item's row,

@@ -29,7 +29,6 @@
 //! as both codes do. If m < 2 the correlation term is skipped (it needs two rows per side).
 
 use std::fmt;
-use std::time::Instant;
 
 use candle_core::{Device, Tensor, D};
 use candle_nn::{Init, VarBuilder, VarMap};
@@ -38,11 +37,9 @@ use mmkd_features::nn::l2_normalize;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{
-    bpr_epoch, check_epoch_data, check_train_shape, emb_reg, sample_epoch, DotScores, RegForm, Sampler, TripleBatch,
-};
+use crate::common::{check_train_shape, emb_reg, into_step, sample_epoch, DotScores, RegForm, Sampler, TripleBatch};
 use crate::graph::{edge_dot, spmm_weighted, SparsePattern};
-use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
+use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 
 /// RecBole's clamp of the intent-wise degrees.
@@ -322,6 +319,10 @@ pub struct Dgcf {
     item_emb: Tensor,
     graph: DgcfGraph,
     n_train: usize,
+    /// The train matrix the model is fitted on.
+    train: Csr,
+    /// This epoch's batches ([`Backbone::begin_epoch`]).
+    epoch_batches: Vec<TripleBatch>,
     varmap: VarMap,
     device: Device,
     eval_cache: Option<DotScores>,
@@ -362,6 +363,8 @@ impl Dgcf {
             item_emb,
             graph: DgcfGraph::new(train, device)?,
             n_train: train.nnz(),
+            train: train.clone(),
+            epoch_batches: Vec::new(),
             varmap: varmap.clone(),
             device: device.clone(),
             eval_cache: None,
@@ -449,19 +452,19 @@ impl Backbone for Dgcf {
     /// Batches from `cfg.sampler` with one negative per row; per batch one routed forward over the whole
     /// graph and one optimiser step. Stats: means over batches of `"bpr"`, `"reg"`, `"cor"` (weighted) and
     /// `"total"`.
-    fn fit_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<EpochStats> {
-        let started = Instant::now();
-        check_epoch_data("dgcf", self.dims, Some(self.n_train), ctx.dataset)?;
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
         self.eval_cache = None;
-        let batches = sample_epoch(self.cfg.sampler, &ctx.dataset.train, self.cfg.batch_size, 1, ctx.rng)?;
-        let stats = bpr_epoch(ctx, &batches, "dgcf", |batch, rng| self.batch_losses(batch, rng))?;
-        tracing::debug!(
-            epoch = ctx.epoch,
-            batches = stats.n_batches,
-            secs = started.elapsed().as_secs_f32(),
-            "DGCF epoch"
-        );
-        Ok(stats)
+        self.epoch_batches = sample_epoch(self.cfg.sampler, &self.train, self.cfg.batch_size, 1, ctx.rng)?;
+        Ok(self.epoch_batches.len())
+    }
+
+    fn step_losses(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        let batch = self
+            .epoch_batches
+            .get(step)
+            .ok_or_else(|| Error::Config(format!("dgcf: step {step} beyond the epoch's batches")))?;
+        let named = self.batch_losses(batch, rng)?;
+        into_step(named, "dgcf")
     }
 
     /// Caches `E*` routed without gradient tracking.
@@ -471,6 +474,12 @@ impl Backbone for Dgcf {
         Ok(())
     }
 
+    fn vars(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+impl Recommender for Dgcf {
     /// `E*[users] · E*[items]ᵀ`, `(users.len(), n_items)`; needs [`Backbone::prepare_eval`].
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
         let cache = self
@@ -478,10 +487,6 @@ impl Backbone for Dgcf {
             .as_ref()
             .ok_or_else(|| Error::Config("dgcf: call prepare_eval before score_users".into()))?;
         cache.score("dgcf", users)
-    }
-
-    fn vars(&self) -> &VarMap {
-        &self.varmap
     }
 }
 

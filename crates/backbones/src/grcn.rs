@@ -38,7 +38,6 @@
 //!   representations recomputed with the final parameters (`reference_stale_eval = false`).
 
 use std::fmt;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
@@ -47,10 +46,12 @@ use mmkd_features::nn::l2_normalize;
 use mmkd_features::{FeatureExtractor, Mode};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{self, SparsePattern};
-use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
+use crate::common::batch_of;
+use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 
 /// PyTorch `F.normalize`'s epsilon.
@@ -277,9 +278,6 @@ fn xavier_normal(rows: usize, cols: usize) -> Init {
     Init::Randn { mean: 0.0, stdev: (2.0 / (rows + cols) as f64).sqrt() }
 }
 
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-}
 
 /// LeakyReLU with PyTorch's default slope.
 fn lrelu(x: &Tensor) -> Result<Tensor> {
@@ -302,6 +300,10 @@ pub struct Grcn {
     model_specific_conf: Option<Tensor>,
     /// Train pairs `(user, item)`, in `Csr` order.
     pairs: Vec<(u32, u32)>,
+    /// The train matrix (negatives are drawn outside each user's row).
+    train: Csr,
+    /// This epoch's rows `(user, positive, negative)`, in batch order ([`Backbone::begin_epoch`]).
+    epoch_rows: Vec<(u32, u32, u32)>,
     /// The graph of all train pairs.
     full: Graph,
     device: Device,
@@ -392,6 +394,8 @@ impl Grcn {
             preference,
             model_specific_conf,
             pairs,
+            train: train.clone(),
+            epoch_rows: Vec::new(),
             full,
             device: device.clone(),
             cache: None,
@@ -540,107 +544,69 @@ impl Grcn {
     }
 }
 
-/// Adds `value` to the running sum of `name`.
-fn accumulate(stats: &mut EpochStats, name: &str, value: f64) {
-    *stats.losses.entry(name.to_owned()).or_insert(0.0) += value;
-}
-
 impl Backbone for Grcn {
     fn name(&self) -> &'static str {
         "grcn"
     }
 
     /// One pass over every train pair, shuffled, in batches of `batch_size` (the last partial one kept), one
-    /// uniform negative per pair; per batch one graph-wide forward and one optimiser step on
-    /// `bpr + reg_weight·reg + Σ aux` (`Train.py`, `Net.loss`). Stats: means over batches of `"bpr"`, `"reg"`
-    /// (weighted), the extractor's `"kd"` and `"ce"` (already weighted) and `"total"`.
-    fn fit_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<EpochStats> {
-        let started = Instant::now();
-        let dataset = ctx.dataset;
-        if dataset.n_users != self.dims.n_users
-            || dataset.n_items != self.dims.n_items
-            || dataset.train.nnz() != self.pairs.len()
-        {
-            return Err(Error::Shape(format!(
-                "the epoch's data set ({} users, {} items, {} train pairs) is not the graph GRCN was built on \
-                 ({} users, {} items, {} pairs)",
-                dataset.n_users,
-                dataset.n_items,
-                dataset.train.nnz(),
-                self.dims.n_users,
-                self.dims.n_items,
-                self.pairs.len()
-            )));
-        }
+    /// uniform negative per pair (drawn here, from a sampler seeded by `ctx.rng`, in batch order); per batch
+    /// one graph-wide forward and one optimiser step on `bpr + reg_weight·reg + Σ aux` (`Train.py`,
+    /// `Net.loss`). Terms: `"bpr"`, `"reg"` (weighted) and the extractor's `"kd"` and `"ce"` (already
+    /// weighted).
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
         self.extractor.on_epoch_start(ctx.epoch)?;
-        let mut sampler = NegativeSampler::new(&dataset.train, ctx.rng.random());
+        let mut sampler = NegativeSampler::new(&self.train, ctx.rng.random());
         let mut order: Vec<usize> = (0..self.pairs.len()).collect();
         order.shuffle(&mut *ctx.rng);
+        // Interleaved as the reference's loader yields them: users u1, u1, u2, u2, …; items pos1, neg1, ….
+        self.epoch_rows.clear();
+        for &e in &order {
+            let (u, pos) = self.pairs[e];
+            let neg = sampler.sample(u)?;
+            self.epoch_rows.push((u, pos, neg));
+        }
+        Ok(order.len().div_ceil(self.cfg.batch_size))
+    }
 
+    fn step_losses(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        let rows = batch_of(&self.epoch_rows, self.cfg.batch_size, step);
+        let b = rows.len();
         let n_users = self.dims.n_users as u32;
-        let mut stats = EpochStats::default();
-        let mut last = None;
-        for batch in order.chunks(self.cfg.batch_size) {
-            let b = batch.len();
-            // Interleaved as the reference's loader yields them: users u1, u1, u2, u2, …; items pos1, neg1, ….
-            let mut users = Vec::with_capacity(2 * b);
-            let mut items = Vec::with_capacity(2 * b);
-            for &e in batch {
-                let (u, pos) = self.pairs[e];
-                let neg = sampler.sample(u)?;
-                users.extend([u, u]);
-                items.extend([pos, neg]);
-            }
-            let item_nodes: Vec<u32> = items.iter().map(|&j| n_users + j).collect();
-            let users_t = Tensor::from_vec(users, 2 * b, &self.device)?;
-            let items_t = Tensor::from_vec(items, 2 * b, &self.device)?;
-            let item_nodes_t = Tensor::from_vec(item_nodes, 2 * b, &self.device)?;
+        let users: Vec<u32> = rows.iter().flat_map(|&(u, _, _)| [u, u]).collect();
+        let items: Vec<u32> = rows.iter().flat_map(|&(_, pos, neg)| [pos, neg]).collect();
+        let item_nodes: Vec<u32> = items.iter().map(|&j| n_users + j).collect();
+        let users_t = Tensor::from_vec(users, 2 * b, &self.device)?;
+        let items_t = Tensor::from_vec(items, 2 * b, &self.device)?;
+        let item_nodes_t = Tensor::from_vec(item_nodes, 2 * b, &self.device)?;
 
-            let dropped = self.sample_graph(&mut *ctx.rng)?;
-            let graph = dropped.as_ref().unwrap_or(&self.full);
-            let (r, features) = self.forward(graph, Mode::Train)?; // (N, rep_dim), (n_items, dim_c) per modality
-            let user_rep = r.index_select(&users_t, 0)?; // (2b, rep_dim)
-            let item_rep = r.index_select(&item_nodes_t, 0)?; // (2b, rep_dim)
-            let scores = (user_rep * item_rep)?.sum(1)?.reshape((b, 2))?; // (b, 2): [s⁺, s⁻]
-            let bpr = bpr_loss(&scores.narrow(1, 0, 1)?.squeeze(1)?, &scores.narrow(1, 1, 1)?.squeeze(1)?)?;
+        let dropped = self.sample_graph(rng)?;
+        let graph = dropped.as_ref().unwrap_or(&self.full);
+        let (r, features) = self.forward(graph, Mode::Train)?; // (N, rep_dim), (n_items, dim_c) per modality
+        let user_rep = r.index_select(&users_t, 0)?; // (2b, rep_dim)
+        let item_rep = r.index_select(&item_nodes_t, 0)?; // (2b, rep_dim)
+        let scores = (user_rep * item_rep)?.sum(1)?.reshape((b, 2))?; // (b, 2): [s⁺, s⁻]
+        let bpr = bpr_loss(&scores.narrow(1, 0, 1)?.squeeze(1)?, &scores.narrow(1, 1, 1)?.squeeze(1)?)?;
 
-            // `Net.loss`: L2 of the raw parameters at the batch's rows.
-            let x = &self.id_embedding;
-            let mut reg =
-                (x.index_select(&users_t, 0)?.sqr()? + x.index_select(&item_nodes_t, 0)?.sqr()?)?.mean_all()?;
-            for p in &self.preference {
-                reg = (reg + p.index_select(&users_t, 0)?.sqr()?.mean_all()?)?;
-            }
-            let reg = (reg * self.cfg.reg_weight)?;
-
-            // The SGFD losses on B' = the batch's items, from this step's features of every item.
-            let aux = self.extractor.aux_losses_given(&items_t, &features)?;
-            let mut loss = (&bpr + &reg)?;
-            for (_, l) in &aux {
-                loss = (loss + l)?;
-            }
-            ctx.optimizer.backward_step(&loss)?;
-
-            accumulate(&mut stats, "bpr", scalar(&bpr)?);
-            accumulate(&mut stats, "reg", scalar(&reg)?);
-            for (name, l) in &aux {
-                accumulate(&mut stats, name, scalar(l)?);
-            }
-            accumulate(&mut stats, "total", scalar(&loss)?);
-            stats.n_batches += 1;
-            last = Some(r.detach());
+        // `Net.loss`: L2 of the raw parameters at the batch's rows.
+        let x = &self.id_embedding;
+        let mut reg = (x.index_select(&users_t, 0)?.sqr()? + x.index_select(&item_nodes_t, 0)?.sqr()?)?.mean_all()?;
+        for p in &self.preference {
+            reg = (reg + p.index_select(&users_t, 0)?.sqr()?.mean_all()?)?;
         }
-        for v in stats.losses.values_mut() {
-            *v /= stats.n_batches.max(1) as f64;
+        let reg = (reg * self.cfg.reg_weight)?;
+
+        // The SGFD losses on B' = the batch's items, from this step's features of every item.
+        let aux = self.extractor.aux_losses_given(&items_t, &features)?;
+        let mut total = (&bpr + &reg)?;
+        for (_, l) in &aux {
+            total = (total + l)?;
         }
-        self.cache = if self.cfg.reference_stale_eval { last } else { None };
-        tracing::debug!(
-            epoch = ctx.epoch,
-            batches = stats.n_batches,
-            secs = started.elapsed().as_secs_f32(),
-            "GRCN epoch"
-        );
-        Ok(stats)
+        // The reference evaluates with the representations of the epoch's last step (before its update).
+        self.cache = if self.cfg.reference_stale_eval { Some(r.detach()) } else { None };
+        let mut terms = vec![("bpr", bpr), ("reg", reg)];
+        terms.extend(aux);
+        Ok(StepLosses::new(terms, total))
     }
 
     /// With `reference_stale_eval`, keeps the representations of the last training step (computed before its
@@ -658,6 +624,12 @@ impl Backbone for Grcn {
         Ok(())
     }
 
+    fn vars(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+impl Recommender for Grcn {
     /// `R[users] · R[items]ᵀ`, `(users.len(), n_items)`, from the representations `prepare_eval` fixed.
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
         let r =
@@ -671,9 +643,6 @@ impl Backbone for Grcn {
         Ok(user_rep.matmul(&item_rep.t()?)?) // (b, n_items)
     }
 
-    fn vars(&self) -> &VarMap {
-        &self.varmap
-    }
 }
 
 #[cfg(test)]

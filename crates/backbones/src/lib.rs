@@ -5,6 +5,7 @@
 //! [`train`]. The sequential models come with the next issue.
 
 pub mod bm3;
+pub mod checkpoint;
 pub mod cml;
 pub mod common;
 pub mod dgcf;
@@ -25,8 +26,10 @@ pub mod seq_kdsr;
 pub mod seq_model;
 pub mod seq_train;
 pub mod seqnn;
+pub mod step;
 pub mod train;
 
 pub use error::{Error, Result};
-pub use model::{Backbone, Dims, EpochCtx, EpochStats};
-pub use train::{train, Protocol, TrainConfig, TrainOutcome};
+pub use model::{Backbone, Dims, EpochCtx, EpochStats, ParamGroup, Recommender, StepLosses};
+pub use step::{fit_epoch, Optimizers};
+pub use train::{train, Evaluator, FullRanking, Protocol, Selection, TrainConfig, TrainOutcome};

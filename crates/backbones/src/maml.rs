@@ -64,21 +64,21 @@
 //!   extractor hands out, in its order.
 //! - **A non-finite loss** ends the epoch before that batch's optimiser step and shows in `"total"`.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Instant;
 
-use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_core::{Device, Module, Tensor, Var, D};
 use candle_nn::{Init, Linear, VarBuilder, VarMap};
-use mmkd_data::NegativeSampler;
+use mmkd_data::{Csr, NegativeSampler};
 use mmkd_features::nn::{l2_normalize, linear, LinearInit};
 use mmkd_features::{FeatureExtractor, Mode};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::cml::{clip_rows, covariance_loss, CovForm};
-use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
+use crate::common::check_train_shape;
+use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 
 /// `tf.nn.l2_normalize` clamps the squared norm at 1e-12, i.e. the norm at 1e-6.
@@ -196,7 +196,7 @@ pub struct MamlLosses {
 }
 
 impl MamlLosses {
-    /// `(name, term)` for every term, `"total"` last: the keys of [`EpochStats::losses`].
+    /// `(name, term)` for every term, `"total"` last: the keys of [`crate::EpochStats::losses`].
     pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
         let mut out = vec![("emb", &self.emb), ("feat", &self.feat), ("cov", &self.cov)];
         out.extend(self.aux.iter().map(|(name, t)| (*name, t)));
@@ -239,6 +239,10 @@ pub struct Maml {
     /// f of every item, detached: the constant f of an epoch with `train_all_variables = false`.
     frozen_features: Option<Tensor>,
     eval_cache: Option<EvalCache>,
+    /// The train matrix the model is fitted on.
+    train: Csr,
+    /// This epoch's batches: users, positives and `num_neg` negatives per row ([`Backbone::begin_epoch`]).
+    epoch_batches: Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>,
 }
 
 impl fmt::Debug for Maml {
@@ -266,10 +270,12 @@ impl Maml {
         varmap: &VarMap,
         cfg: &MamlConfig,
         dims: Dims,
+        train: &Csr,
         extractor: Box<dyn FeatureExtractor>,
         device: &Device,
     ) -> Result<Self> {
         cfg.validate()?;
+        check_train_shape("maml", dims, train)?;
         if dims.n_users == 0 || dims.n_items == 0 {
             return Err(Error::Shape(format!("maml: need users and items, got {} × {}", dims.n_users, dims.n_items)));
         }
@@ -317,6 +323,8 @@ impl Maml {
             device: device.clone(),
             frozen_features: None,
             eval_cache: None,
+            train: train.clone(),
+            epoch_batches: Vec::new(),
         };
         let f = model.item_features(None)?;
         if f.dims() != [dims.n_items, k] {
@@ -582,38 +590,28 @@ impl Backbone for Maml {
     }
 
     /// `batches_per_epoch` steps (or one pass with 0) on shuffled train pairs with `num_neg` negatives each,
-    /// every step followed by clipping E_u and E_i. Reports the mean over batches of `"emb"`, `"feat"`,
-    /// `"cov"`, the extractor's auxiliary terms (`"kd"`, `"ce"` with SGFD) and `"total"`. A batch whose total
-    /// is not finite is counted but not stepped on, and ends the epoch.
-    fn fit_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<EpochStats> {
-        let started = Instant::now();
-        let data = ctx.dataset;
-        if data.n_users != self.dims.n_users || data.n_items != self.dims.n_items {
-            return Err(Error::Shape(format!(
-                "maml: the epoch's data set has {} users × {} items, the model {} × {}",
-                data.n_users, data.n_items, self.dims.n_users, self.dims.n_items
-            )));
-        }
+    /// drawn here; every step is followed by clipping E_u and E_i ([`Backbone::after_step`]). Terms: `"emb"`,
+    /// `"feat"`, `"cov"` and the extractor's auxiliary terms (`"kd"`, `"ce"` with SGFD).
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
         self.eval_cache = None;
         self.extractor.on_epoch_start(ctx.epoch)?;
         self.frozen_features = None;
         if !self.cfg.train_all_variables {
             self.frozen_features = Some(self.item_features(None)?);
         }
-        let mut pairs = data.train.pairs();
+        let mut pairs = self.train.pairs();
         if pairs.is_empty() {
             return Err(Error::Config("maml: the train split has no pairs".into()));
         }
         pairs.shuffle(&mut *ctx.rng);
-        let mut sampler = NegativeSampler::new(&data.train, ctx.rng.random());
+        let mut sampler = NegativeSampler::new(&self.train, ctx.rng.random());
         let fixed_count = self.cfg.batches_per_epoch > 0;
         let n = self.cfg.batch_size.min(pairs.len());
         let steps = if fixed_count { self.cfg.batches_per_epoch } else { pairs.len().div_ceil(n) };
         let w = self.cfg.num_neg;
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut n_batches = 0;
         let mut pos = 0;
         let mut draws = Vec::with_capacity(w);
+        self.epoch_batches.clear();
         for _ in 0..steps {
             let batch = Self::next_batch(&mut pairs, &mut pos, n, fixed_count, &mut *ctx.rng);
             let (users, positives): (Vec<u32>, Vec<u32>) = batch.iter().copied().unzip();
@@ -622,26 +620,25 @@ impl Backbone for Maml {
                 sampler.sample_n(u, w, &mut draws)?;
                 negatives.extend_from_slice(&draws);
             }
-            let losses = self.batch_losses(&users, &positives, &negatives)?;
-            let named = losses.named();
-            let scalars: Vec<Tensor> =
-                named.iter().map(|(_, t)| t.to_dtype(DType::F64)).collect::<candle_core::Result<_>>()?;
-            let values = Tensor::stack(&scalars, 0)?.to_vec1::<f64>()?;
-            for ((name, _), v) in named.iter().zip(&values) {
-                *sums.entry((*name).to_owned()).or_insert(0.0) += v;
-            }
-            n_batches += 1;
-            let total = values.last().copied().unwrap_or(f64::NAN);
-            if !total.is_finite() {
-                tracing::warn!(epoch = ctx.epoch, batch = n_batches - 1, total, "maml: non-finite loss, epoch stopped");
-                break;
-            }
-            ctx.optimizer.backward_step(&losses.total)?;
-            self.clip_embeddings()?;
+            self.epoch_batches.push((users, positives, negatives));
         }
-        let losses = sums.into_iter().map(|(k, v)| (k, v / n_batches.max(1) as f64)).collect();
-        tracing::debug!(epoch = ctx.epoch, batches = n_batches, secs = started.elapsed().as_secs_f32(), "MAML epoch");
-        Ok(EpochStats { losses, n_batches })
+        Ok(steps)
+    }
+
+    fn step_losses(&mut self, step: usize, _rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        let (users, positives, negatives) = self
+            .epoch_batches
+            .get(step)
+            .ok_or_else(|| Error::Config(format!("maml: step {step} beyond the epoch's batches")))?;
+        let l = self.batch_losses(users, positives, negatives)?;
+        let mut terms = vec![("emb", l.emb), ("feat", l.feat), ("cov", l.cov)];
+        terms.extend(l.aux);
+        Ok(StepLosses::new(terms, l.total))
+    }
+
+    /// Clips E_u and E_i to the unit ball (the reference's `clip_by_norm` after every update).
+    fn after_step(&mut self) -> Result<()> {
+        self.clip_embeddings()
     }
 
     /// Caches E_u, E_i, f and the per-user / per-item parts of the first attention layer.
@@ -650,6 +647,12 @@ impl Backbone for Maml {
         Ok(())
     }
 
+    fn vars(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+impl Recommender for Maml {
     /// `−d(u, j)` for every item j, attention recomputed per pair (spec §7): `(users.len(), n_items)`.
     /// Without [`Backbone::prepare_eval`] the cached quantities are computed for this call.
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
@@ -661,10 +664,6 @@ impl Backbone for Maml {
             Some(cache) => self.scores_from(cache, users),
             None => self.scores_from(&self.eval_quantities()?, users),
         }
-    }
-
-    fn vars(&self) -> &VarMap {
-        &self.varmap
     }
 }
 

@@ -11,19 +11,20 @@
 //!   so the extractor is regularised too), plus the extractor's already-weighted auxiliary losses.
 //! - Initialisation: Xavier-normal id embeddings, `N(0, 2/(n + d))`, as MMRec's `xavier_normal_initialization`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use candle_core::{Device, Module, Tensor, D};
 use candle_nn::{Embedding, Init, VarBuilder, VarMap};
-use mmkd_data::NegativeSampler;
+use mmkd_data::{Csr, NegativeSampler};
 use mmkd_features::{FeatureExtractor, Mode};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
+use crate::common::{batch_of, check_train_shape};
+use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)] // A typo in a config file is an error, not a silent default.
@@ -70,8 +71,12 @@ pub struct Mf {
     dims: Dims,
     vars: VarMap,
     device: Device,
-    /// Item vectors `(n_items, d)` in evaluation mode, set by `prepare_eval`, cleared by `fit_epoch`.
+    /// Item vectors `(n_items, d)` in evaluation mode, set by `prepare_eval`, cleared by `begin_epoch`.
     eval_items: Option<Tensor>,
+    /// The train matrix the model is fitted on.
+    train: Csr,
+    /// This epoch's rows `(user, positive, negative)`, in batch order.
+    epoch_rows: Vec<(u32, u32, u32)>,
 }
 
 impl fmt::Debug for Mf {
@@ -93,9 +98,11 @@ impl Mf {
         varmap: &VarMap,
         cfg: &MfConfig,
         dims: Dims,
+        train: &Csr,
         extractor: Option<Box<dyn FeatureExtractor>>,
     ) -> Result<Self> {
         cfg.validate()?;
+        check_train_shape("mf", dims, train)?;
         if let Some(ex) = &extractor {
             if ex.out_dim() != cfg.embed_dim {
                 return Err(Error::Config(format!(
@@ -110,7 +117,18 @@ impl Mf {
         let user_emb = xavier_embedding(vb.pp("user_emb"), dims.n_users, cfg.embed_dim)?;
         let item_emb = xavier_embedding(vb.pp("item_emb"), dims.n_items, cfg.embed_dim)?;
         let vars = varmap.clone();
-        Ok(Self { user_emb, item_emb, extractor, cfg: cfg.clone(), dims, vars, device, eval_items: None })
+        Ok(Self {
+            user_emb,
+            item_emb,
+            extractor,
+            cfg: cfg.clone(),
+            dims,
+            vars,
+            device,
+            eval_items: None,
+            train: train.clone(),
+            epoch_rows: Vec::new(),
+        })
     }
 
     /// Mean over modalities of the extractor's features of `items` (all items for `None`), `(b, d)`, and its
@@ -136,16 +154,11 @@ impl Mf {
         .detach())
     }
 
-    /// One BPR step on `batch` (user, positive item) pairs with `negatives`; returns the named losses.
-    fn step(
-        &self,
-        batch: &[(u32, u32)],
-        negatives: &[u32],
-        ctx: &mut EpochCtx<'_>,
-    ) -> Result<Vec<(&'static str, f64)>> {
-        let b = batch.len();
-        let users: Vec<u32> = batch.iter().map(|&(u, _)| u).collect();
-        let items: Vec<u32> = batch.iter().map(|&(_, i)| i).chain(negatives.iter().copied()).collect();
+    /// The BPR loss of `rows` (user, positive item, negative item).
+    fn batch_losses(&self, rows: &[(u32, u32, u32)]) -> Result<StepLosses> {
+        let b = rows.len();
+        let users: Vec<u32> = rows.iter().map(|&(u, _, _)| u).collect();
+        let items: Vec<u32> = rows.iter().map(|&(_, i, _)| i).chain(rows.iter().map(|&(_, _, j)| j)).collect();
         let users = Tensor::from_vec(users, b, &self.device)?;
         let items = Tensor::from_vec(items, 2 * b, &self.device)?; // positives, then negatives
         let e_u = self.user_emb.forward(&users)?; // (b, d)
@@ -162,13 +175,9 @@ impl Mf {
         for (_, l) in &aux {
             total = (total + l)?;
         }
-        ctx.optimizer.backward_step(&total)?;
-        let mut out = vec![("bpr", scalar(&bpr)?), ("reg", scalar(&reg)?)];
-        for (name, l) in &aux {
-            out.push((name, scalar(l)?));
-        }
-        out.push(("total", scalar(&total)?));
-        Ok(out)
+        let mut terms = vec![("bpr", bpr), ("reg", reg)];
+        terms.extend(aux);
+        Ok(StepLosses::new(terms, total))
     }
 }
 
@@ -177,29 +186,24 @@ impl Backbone for Mf {
         "mf"
     }
 
-    fn fit_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<EpochStats> {
+    /// Every train pair once, shuffled, one uniform negative each (S-int), in batches of `batch_size`.
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
         self.eval_items = None;
         if let Some(ex) = &mut self.extractor {
             ex.on_epoch_start(ctx.epoch)?;
         }
-        let mut pairs = ctx.dataset.train.pairs();
+        let mut pairs = self.train.pairs();
         pairs.shuffle(&mut *ctx.rng);
-        let mut sampler = NegativeSampler::new(&ctx.dataset.train, ctx.rng.random());
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut n_batches = 0;
-        let mut negatives = Vec::with_capacity(self.cfg.batch_size);
-        for batch in pairs.chunks(self.cfg.batch_size) {
-            negatives.clear();
-            for &(u, _) in batch {
-                negatives.push(sampler.sample(u)?);
-            }
-            for (name, value) in self.step(batch, &negatives, ctx)? {
-                *sums.entry(name.to_string()).or_default() += value;
-            }
-            n_batches += 1;
+        let mut sampler = NegativeSampler::new(&self.train, ctx.rng.random());
+        self.epoch_rows.clear();
+        for (u, i) in pairs {
+            self.epoch_rows.push((u, i, sampler.sample(u)?));
         }
-        let losses = sums.into_iter().map(|(k, v)| (k, v / n_batches.max(1) as f64)).collect();
-        Ok(EpochStats { losses, n_batches })
+        Ok(self.epoch_rows.len().div_ceil(self.cfg.batch_size))
+    }
+
+    fn step_losses(&mut self, step: usize, _rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        self.batch_losses(batch_of(&self.epoch_rows, self.cfg.batch_size, step))
     }
 
     fn prepare_eval(&mut self) -> Result<()> {
@@ -207,6 +211,12 @@ impl Backbone for Mf {
         Ok(())
     }
 
+    fn vars(&self) -> &VarMap {
+        &self.vars
+    }
+}
+
+impl Recommender for Mf {
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
         let items = match &self.eval_items {
             Some(items) => items.clone(),
@@ -217,9 +227,6 @@ impl Backbone for Mf {
         Ok(e_u.matmul(&items.t()?)?) // (b, n_items)
     }
 
-    fn vars(&self) -> &VarMap {
-        &self.vars
-    }
 }
 
 /// An `(n, d)` embedding table drawn from `N(0, 2/(n + d))` (PyTorch `xavier_normal_` on an `Embedding`).
@@ -239,9 +246,6 @@ pub fn bpr_loss(diff: &Tensor) -> Result<Tensor> {
     Ok(softplus.mean_all()?)
 }
 
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(f64::from(t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?))
-}
 
 #[cfg(test)]
 mod tests {

@@ -25,18 +25,17 @@
 //! embedding matrices and tower weights (default 0 there; use the optimiser's weight decay). Dropout masks
 //! come from the run's ChaCha stream.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder, VarMap};
 use mmkd_features::nn::{linear, LinearInit};
 use rand_chacha::ChaCha8Rng;
+use mmkd_data::Csr;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_epoch_data, check_users, dropout, mean_stats, sample_epoch, scalar, Sampler};
-use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
+use crate::common::{check_train_shape, check_users, dropout, sample_epoch, Sampler, TripleBatch};
+use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 
 /// Std of the embedding initialisation (both codes).
@@ -131,6 +130,10 @@ pub struct NeuMf {
     item_mlp: Tensor,
     mlp: Vec<Linear>,
     predict: Linear,
+    /// The train matrix the model is fitted on.
+    train: Csr,
+    /// This epoch's batches ([`Backbone::begin_epoch`]).
+    epoch_batches: Vec<TripleBatch>,
     varmap: VarMap,
     device: Device,
 }
@@ -144,8 +147,9 @@ impl fmt::Debug for NeuMf {
 impl NeuMf {
     /// Builds the parameters through `vb` with RecBole's initialisation (module docs). `varmap` is the map
     /// behind `vb`, returned by [`Backbone::vars`]; `dims` comes from the data.
-    pub fn new(vb: VarBuilder, varmap: &VarMap, cfg: &NeuMfConfig, dims: Dims) -> Result<Self> {
+    pub fn new(vb: VarBuilder, varmap: &VarMap, cfg: &NeuMfConfig, dims: Dims, train: &Csr) -> Result<Self> {
         cfg.validate()?;
+        check_train_shape("neumf", dims, train)?;
         let (d_g, d_m) = (cfg.mf_embed_dim, cfg.mlp_embed_dim);
         let emb = |name: &str, rows: usize, d: usize| {
             vb.pp(name).get_with_hints((rows, d), "weight", Init::Randn { mean: 0.0, stdev: EMB_STD })
@@ -172,6 +176,8 @@ impl NeuMf {
             predict,
             varmap: varmap.clone(),
             device: vb.device().clone(),
+            train: train.clone(),
+            epoch_batches: Vec::new(),
         })
     }
 
@@ -241,28 +247,26 @@ impl Backbone for NeuMf {
 
     /// Batches from `cfg.sampler` with `n_neg` negatives per pair; one optimiser step per batch. Stats: the
     /// mean over batches of `"bce"` and `"total"` (equal). A non-finite loss ends the epoch before its step.
-    fn fit_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<EpochStats> {
-        let started = Instant::now();
-        check_epoch_data("neumf", self.dims, None, ctx.dataset)?;
-        let batches = sample_epoch(self.cfg.sampler, &ctx.dataset.train, self.cfg.batch_size, self.cfg.n_neg, ctx.rng)?;
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut n_batches = 0;
-        for batch in &batches {
-            let loss = self.batch_loss(&batch.users, &batch.positives, &batch.negatives, &mut *ctx.rng)?;
-            let value = scalar(&loss)?;
-            *sums.entry("bce".into()).or_insert(0.0) += value;
-            *sums.entry("total".into()).or_insert(0.0) += value;
-            n_batches += 1;
-            if !value.is_finite() {
-                tracing::warn!(epoch = ctx.epoch, batch = n_batches - 1, "neumf: non-finite loss, epoch stopped");
-                break;
-            }
-            ctx.optimizer.backward_step(&loss)?;
-        }
-        tracing::debug!(epoch = ctx.epoch, batches = n_batches, secs = started.elapsed().as_secs_f32(), "NeuMF epoch");
-        Ok(mean_stats(sums, n_batches))
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
+        self.epoch_batches = sample_epoch(self.cfg.sampler, &self.train, self.cfg.batch_size, self.cfg.n_neg, ctx.rng)?;
+        Ok(self.epoch_batches.len())
     }
 
+    fn step_losses(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        let batch = self
+            .epoch_batches
+            .get(step)
+            .ok_or_else(|| Error::Config(format!("neumf: step {step} beyond the epoch's batches")))?;
+        let bce = self.batch_loss(&batch.users, &batch.positives, &batch.negatives, rng)?;
+        Ok(StepLosses::new([("bce", bce.clone())], bce))
+    }
+
+    fn vars(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+impl Recommender for NeuMf {
     /// Logits of `users` against every item, `(users.len(), n_items)`, by the decomposed rewrite (module docs),
     /// no dropout. Needs no `prepare_eval`: the per-item terms are two matmuls.
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
@@ -305,10 +309,6 @@ impl Backbone for NeuMf {
             out.push(logits);
         }
         Ok(Tensor::cat(&out, 0)?)
-    }
-
-    fn vars(&self) -> &VarMap {
-        &self.varmap
     }
 }
 

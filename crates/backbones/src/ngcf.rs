@@ -33,7 +33,6 @@
 //! regulariser [`emb_reg`] live here and are shared with the other CF baselines (`neumf`, `cml`, `dgcf`).
 
 use std::fmt;
-use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder, VarMap};
@@ -43,12 +42,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{
-    bpr_epoch, check_epoch_data, check_train_shape, dropout, emb_reg, sample_epoch, DotScores, RegForm, Sampler,
-    TripleBatch,
-};
+use crate::common::{check_train_shape, dropout, emb_reg, into_step, sample_epoch, DotScores, RegForm, Sampler, TripleBatch};
 use crate::graph::{spmm, sym_normalized, SparseMatrix, SparsePattern};
-use crate::model::{Backbone, Dims, EpochCtx, EpochStats};
+use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 
 /// LeakyReLU slope of both NGCF codes (`tf.nn.leaky_relu` default, RecBole `negative_slope=0.2`).
@@ -231,7 +227,10 @@ pub struct Ngcf {
     layers: Vec<NgcfLayer>,
     /// The variant's propagation matrix over `n_users + n_items` nodes.
     adj: SparseMatrix,
-    n_train: usize,
+    /// The train matrix the model is fitted on.
+    train: Csr,
+    /// This epoch's batches ([`Backbone::begin_epoch`]).
+    epoch_batches: Vec<TripleBatch>,
     varmap: VarMap,
     device: Device,
     eval_cache: Option<DotScores>,
@@ -300,7 +299,8 @@ impl Ngcf {
             item_emb,
             layers,
             adj,
-            n_train: train.nnz(),
+            train: train.clone(),
+            epoch_batches: Vec::new(),
             varmap: varmap.clone(),
             device: device.clone(),
             eval_cache: None,
@@ -382,19 +382,19 @@ impl Backbone for Ngcf {
 
     /// Batches from `cfg.sampler` with one negative per row; per batch one graph-wide training forward and one
     /// optimiser step. Stats: means over batches of `"bpr"`, `"reg"` (weighted) and `"total"`.
-    fn fit_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<EpochStats> {
-        let started = Instant::now();
-        check_epoch_data("ngcf", self.dims, Some(self.n_train), ctx.dataset)?;
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
         self.eval_cache = None;
-        let batches = sample_epoch(self.cfg.sampler, &ctx.dataset.train, self.cfg.batch_size, 1, ctx.rng)?;
-        let stats = bpr_epoch(ctx, &batches, "ngcf", |batch, rng| self.batch_losses(batch, rng))?;
-        tracing::debug!(
-            epoch = ctx.epoch,
-            batches = stats.n_batches,
-            secs = started.elapsed().as_secs_f32(),
-            "NGCF epoch"
-        );
-        Ok(stats)
+        self.epoch_batches = sample_epoch(self.cfg.sampler, &self.train, self.cfg.batch_size, 1, ctx.rng)?;
+        Ok(self.epoch_batches.len())
+    }
+
+    fn step_losses(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        let batch = self
+            .epoch_batches
+            .get(step)
+            .ok_or_else(|| Error::Config(format!("ngcf: step {step} beyond the epoch's batches")))?;
+        let named = self.batch_losses(batch, rng)?;
+        into_step(named, "ngcf")
     }
 
     /// Caches the evaluation-mode `E*` (no dropout).
@@ -403,6 +403,12 @@ impl Backbone for Ngcf {
         Ok(())
     }
 
+    fn vars(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+impl Recommender for Ngcf {
     /// `E*[users] · E*[items]ᵀ`, `(users.len(), n_items)`; needs [`Backbone::prepare_eval`].
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
         let cache = self
@@ -410,10 +416,6 @@ impl Backbone for Ngcf {
             .as_ref()
             .ok_or_else(|| Error::Config("ngcf: call prepare_eval before score_users".into()))?;
         cache.score("ngcf", users)
-    }
-
-    fn vars(&self) -> &VarMap {
-        &self.varmap
     }
 }
 

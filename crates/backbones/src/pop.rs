@@ -7,14 +7,15 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use mmkd_data::{Csr, Dataset};
 
-use crate::error::Result;
-use crate::model::{Backbone, EpochCtx, EpochStats};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::model::{Backbone, EpochCtx, Recommender, StepLosses};
 
 /// Scores every item by its train degree, for every user alike.
 pub struct Popularity {
     /// Train degree of every item, `(1, n_items)` f32.
     scores: Tensor,
-    device: Device,
     /// Always empty.
     vars: VarMap,
 }
@@ -27,9 +28,9 @@ impl fmt::Debug for Popularity {
 
 impl Popularity {
     /// Popularity over `dataset.train`. Build it from the split the trainer trains on
-    /// ([`crate::train::training_view`]); [`Backbone::fit_epoch`] recounts from that split in any case.
+    /// ([`crate::train::training_view`]), so that no validation item counts.
     pub fn new(dataset: &Dataset, device: &Device) -> Result<Self> {
-        Ok(Self { scores: degree_row(&dataset.train, device)?, device: device.clone(), vars: VarMap::new() })
+        Ok(Self { scores: degree_row(&dataset.train, device)?, vars: VarMap::new() })
     }
 }
 
@@ -43,19 +44,24 @@ impl Backbone for Popularity {
         "pop"
     }
 
-    /// Recounts the degrees from `ctx.dataset.train` (so the validation items of the holdout protocol never
-    /// count) and reports no loss.
-    fn fit_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<EpochStats> {
-        self.scores = degree_row(&ctx.dataset.train, &self.device)?;
-        Ok(EpochStats::default())
+    /// Nothing to train: no step.
+    fn begin_epoch(&mut self, _ctx: &mut EpochCtx<'_>) -> Result<usize> {
+        Ok(0)
     }
 
-    fn score_users(&self, users: &[u32]) -> Result<Tensor> {
-        let n_items = self.scores.dim(1)?;
-        Ok(self.scores.broadcast_as((users.len(), n_items))?.contiguous()?) // (b, n_items)
+    fn step_losses(&mut self, _step: usize, _rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        Err(Error::Config("pop: popularity has no training step".into()))
     }
 
     fn vars(&self) -> &VarMap {
         &self.vars
     }
+}
+
+impl Recommender for Popularity {
+    fn score_users(&self, users: &[u32]) -> Result<Tensor> {
+        let n_items = self.scores.dim(1)?;
+        Ok(self.scores.broadcast_as((users.len(), n_items))?.contiguous()?) // (b, n_items)
+    }
+
 }

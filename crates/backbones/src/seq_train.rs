@@ -10,23 +10,22 @@
 //! An auxiliary loss ([`SeqAux`], KDSR's correlation distillation) adds weighted terms and may slow down the
 //! modality tables' learning rate per epoch (asynchronous training).
 //!
-//! # Protocols ([`train_sequential`])
+//! # Training and evaluation
+//! [`SeqRecommender`] is a [`Backbone`]: it trains through the one step loop and the one trainer
+//! ([`crate::train::train`]), with [`NextItem`] as its evaluator, so sequential runs resume mid-run like the
+//! others. [`split_instances`] gives the training and selection instances of a protocol:
 //! - [`Protocol::Holdout`] (default, spec §10 [PROPOSED] honest number): a seeded `valid_frac` share of the
 //!   training instances is held out; the criterion (`hr@20`) on it selects the epoch with the usual patience;
 //!   the best checkpoint is then evaluated on the test instances once.
-//! - [`Protocol::Reference`] (the KDSR code): the test instances are evaluated after every epoch; an epoch
-//!   "improves" when any reported metric beats its best so far; the patience counter rises only when this
-//!   epoch and the one before both failed, and training stops when it reaches `patience` (7 failing epochs in
-//!   a row for patience 6). `result.json`'s `test` holds, **for each metric separately, its best value over
-//!   the epochs** (what the paper reports); `valid` holds the evaluation of the epoch with the best criterion,
-//!   whose per-instance vectors are written for t-tests.
-//!
-//! Files are those of [`crate::train`]: `metrics.jsonl`, `best.safetensors`, `last.safetensors`,
-//! `result.json` ([`TrainOutcome`]), `test_per_user.json` (here: per test *instance*). Runs are not resumable
-//! mid-way (a killed run starts again).
+//! - [`Protocol::Reference`] (the KDSR code): the test instances are evaluated after every epoch. With
+//!   `train.selection = "any_metric"` (what `configs/protocol/reference/<model>.toml` sets for the sequential
+//!   models) an epoch "improves" when any reported metric beats its best so far, and `result.json`'s `test`
+//!   holds each metric's best value over the epochs (what the paper reports); `valid` holds the evaluation of
+//!   the epoch with the best criterion, whose per-instance vectors are written for t-tests.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -37,13 +36,12 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{write_json, RESULT_FILE, TEST_PER_USER_FILE};
 use crate::error::{Error, Result};
-use crate::optim::{self, AnyOptimizer, LrSchedule, OptimConfig};
+use crate::model::{Backbone, EpochCtx, ParamGroup, StepLosses};
+use crate::optim;
 use crate::seq_model::{ItemTables, SeqBatch, SeqEncoder};
-use crate::train::{
-    append_line, format_losses, load_vars, save_vars, write_file, write_json, Protocol, TrainConfig, TrainOutcome,
-    BEST_FILE, LAST_FILE, METRICS_FILE, RESULT_FILE, TEST_PER_USER_FILE,
-};
+use crate::train::{Evaluator, Protocol, TrainConfig, TrainOutcome};
 
 /// Variable names of the three item tables.
 pub const ID_TABLE: &str = "item.id";
@@ -131,11 +129,17 @@ pub struct SeqRecommender {
     aux: Option<Box<dyn SeqAux>>,
     cfg: SeqConfig,
     n_items: usize,
+    /// The data and the instances the model trains on.
+    data: Arc<SeqDataset>,
+    train: Vec<SeqInstance>,
+    /// This epoch's training instances, shuffled ([`Backbone::begin_epoch`]).
+    epoch_order: Vec<SeqInstance>,
 }
 
 impl SeqRecommender {
     /// Builds the tables in `varmap` (through `vb`, whose seeded backend draws the ID table) and the encoder
     /// with `build_encoder(vb.pp(<model name>))`. `init` gives the modality tables' values and `n_items`.
+    /// The model trains on the instances `train` of `data` ([`split_instances`]).
     pub fn new(
         vb: &VarBuilder,
         varmap: &VarMap,
@@ -143,6 +147,8 @@ impl SeqRecommender {
         init: &ModalityInit,
         build_encoder: impl FnOnce(VarBuilder) -> Result<Box<dyn SeqEncoder>>,
         aux: Option<Box<dyn SeqAux>>,
+        data: Arc<SeqDataset>,
+        train: Vec<SeqInstance>,
     ) -> Result<Self> {
         cfg.validate()?;
         let (rows, d) = init.visual.dims2()?;
@@ -160,6 +166,15 @@ impl SeqRecommender {
             )));
         }
         let n_items = rows - 1;
+        if data.n_items != n_items {
+            return Err(Error::Shape(format!(
+                "seq: the data hold {} items but the modality tables {n_items}",
+                data.n_items
+            )));
+        }
+        if train.is_empty() {
+            return Err(Error::Config("seq: no training instance".into()));
+        }
         let id_t = vb.get_with_hints((rows, d), ID_TABLE, candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?;
         let id = find_var(varmap, ID_TABLE, &id_t)?;
         let device = vb.device().clone();
@@ -196,12 +211,10 @@ impl SeqRecommender {
             aux,
             cfg: cfg.clone(),
             n_items,
+            data,
+            train,
+            epoch_order: Vec::new(),
         })
-    }
-
-    /// Model name (the encoder's).
-    pub fn name(&self) -> &'static str {
-        self.encoder.name()
     }
 
     /// Number of items (without padding).
@@ -212,11 +225,6 @@ impl SeqRecommender {
     /// The configuration.
     pub fn config(&self) -> &SeqConfig {
         &self.cfg
-    }
-
-    /// All trainable variables.
-    pub fn vars(&self) -> &VarMap {
-        &self.varmap
     }
 
     /// The current tables, padding row detached (and the modality tables detached unless tuned).
@@ -270,15 +278,6 @@ impl SeqRecommender {
         self.logits(&batch, &tables, None)
     }
 
-    /// The optimisers of a run: one over every variable but the modality tables, and one over the tuned
-    /// modality tables (stepped at their own, asynchronous rate), if any.
-    pub fn optimizers(&self, cfg: &OptimConfig) -> Result<(AnyOptimizer, Option<AnyOptimizer>)> {
-        let (slow, rest) = self.var_groups();
-        let rest = optim::build(rest, cfg)?;
-        let slow = if slow.is_empty() { None } else { Some(optim::build(slow, cfg)?) };
-        Ok((rest, slow))
-    }
-
     /// The variables of the modality tables (stepped at their own rate) and all the others.
     fn var_groups(&self) -> (Vec<Var>, Vec<Var>) {
         let mut slow = Vec::new();
@@ -293,51 +292,13 @@ impl SeqRecommender {
         (slow, rest)
     }
 
-    /// One epoch over `instances` (shuffled with `rng`) at learning rates `lr` and `lr_modality`.
-    pub fn fit_epoch(
-        &self,
-        data: &SeqDataset,
-        instances: &[SeqInstance],
-        rng: &mut ChaCha8Rng,
-        opt_rest: &mut AnyOptimizer,
-        opt_modality: Option<&mut AnyOptimizer>,
-    ) -> Result<BTreeMap<String, f64>> {
-        let mut order: Vec<SeqInstance> = instances.to_vec();
-        order.shuffle(rng);
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut n_batches = 0usize;
-        let device = self.id.device().clone();
-        let mut opt_modality = opt_modality;
-        let n_total = order.len().div_ceil(self.cfg.batch_size);
-        let started = Instant::now();
-        for chunk in order.chunks(self.cfg.batch_size) {
-            let inputs: Vec<&[u32]> = chunk.iter().map(|&i| data.input(i)).collect();
-            let targets: Vec<u32> = chunk.iter().map(|&i| data.target(i)).collect();
-            let batch = SeqBatch::new(&inputs, Some(&targets), &device)?;
-            let (total, terms) = self.loss(&batch, rng)?;
-            let grads = total.backward()?;
-            opt_rest.step(&grads)?;
-            if let Some(opt) = opt_modality.as_deref_mut() {
-                opt.step(&grads)?;
-            }
-            for (name, t) in &terms {
-                *sums.entry(name.clone()).or_default() += f64::from(t.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-            }
-            *sums.entry("total".into()).or_default() += f64::from(total.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-            n_batches += 1;
-            if n_batches % 100 == 0 {
-                let secs = started.elapsed().as_secs_f64();
-                tracing::info!(
-                    batches = n_batches,
-                    of = n_total,
-                    loss = sums["total"] / n_batches as f64,
-                    secs,
-                    eta_secs = secs / n_batches as f64 * (n_total - n_batches) as f64,
-                    "training"
-                );
-            }
+    /// Replaces the instances the model trains on (e.g. a sample of them, for a benchmark).
+    pub fn set_training_instances(&mut self, train: Vec<SeqInstance>) -> Result<()> {
+        if train.is_empty() {
+            return Err(Error::Config("seq: no training instance".into()));
         }
-        Ok(sums.into_iter().map(|(k, v)| (k, v / n_batches.max(1) as f64)).collect())
+        self.train = train;
+        Ok(())
     }
 
     /// Next-item metrics on `instances` (full ranking over all items).
@@ -361,197 +322,119 @@ fn find_var(varmap: &VarMap, name: &str, t: &Tensor) -> Result<Var> {
     }
 }
 
-/// Checks a sequential criterion: `{hr,mrr,ndcg}@K` with K in `ks`.
-fn check_criterion(criterion: &str, ks: &[usize]) -> Result<()> {
-    let known: Vec<String> = ks
-        .iter()
-        .flat_map(|&k| mmkd_eval::sequential::SEQ_METRICS.iter().map(move |m| mmkd_eval::metric_name(m, k)))
-        .collect();
-    if known.iter().any(|k| k == criterion) {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "train: criterion `{criterion}` is not a next-item metric; known: {}",
-            known.join(", ")
-        )))
+impl Backbone for SeqRecommender {
+    /// The encoder's name.
+    fn name(&self) -> &'static str {
+        self.encoder.name()
+    }
+
+    /// Shuffles the training instances with `ctx.rng`; one step per `batch_size` of them (the last partial).
+    /// Terms: `"ce"`, and with an auxiliary objective `"aux"` (its weighted sum) and its logged terms.
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
+        self.epoch_order.clone_from(&self.train);
+        self.epoch_order.shuffle(&mut *ctx.rng);
+        Ok(self.epoch_order.len().div_ceil(self.cfg.batch_size))
+    }
+
+    fn step_losses(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<StepLosses> {
+        let chunk = crate::common::batch_of(&self.epoch_order, self.cfg.batch_size, step);
+        let inputs: Vec<&[u32]> = chunk.iter().map(|&i| self.data.input(i)).collect();
+        let targets: Vec<u32> = chunk.iter().map(|&i| self.data.target(i)).collect();
+        let batch = SeqBatch::new(&inputs, Some(&targets), self.id.device())?;
+        let (total, terms) = self.loss(&batch, rng)?;
+        Ok(StepLosses::new(terms, total))
+    }
+
+    fn vars(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Every variable but the modality tables (`"rest"`), then the tuned modality tables (`"modality"`,
+    /// stepped at their own, asynchronous rate), if any.
+    fn param_groups(&self) -> Vec<ParamGroup> {
+        let (slow, rest) = self.var_groups();
+        let mut groups = vec![ParamGroup { name: "rest", vars: rest }];
+        if !slow.is_empty() {
+            groups.push(ParamGroup { name: "modality", vars: slow });
+        }
+        groups
+    }
+
+    /// The auxiliary objective's factor for the modality tables (KDSR's asynchronous training).
+    fn lr_factors(&self, epoch: usize) -> Vec<f64> {
+        let slow = self.aux.as_ref().map_or(1.0, |a| a.modality_lr_factor(epoch));
+        if self.visual.is_some() || self.text.is_some() {
+            vec![1.0, slow]
+        } else {
+            vec![1.0]
+        }
     }
 }
 
-/// Trains `model` on `data` as `cfg` says (see the module documentation), writing into `out_dir`.
-pub fn train_sequential(
-    model: &SeqRecommender,
-    data: &SeqDataset,
-    cfg: &TrainConfig,
-    optim_cfg: &OptimConfig,
-    schedule: &LrSchedule,
-    out_dir: &Path,
-) -> Result<TrainOutcome> {
-    let started = Instant::now();
-    check_criterion(&cfg.criterion, &model.cfg.ks)?;
-    schedule.validate()?;
-    if cfg.eval_every == 0 {
-        return Err(Error::Config("train: eval_every must be at least 1".into()));
+/// The training instances and the selection instances of `data` under `cfg.protocol`: under holdout, a
+/// seeded `valid_frac` share of the training instances is held out for selection; under reference, every
+/// training instance trains and the test instances select.
+pub fn split_instances(data: &SeqDataset, cfg: &TrainConfig) -> (Vec<SeqInstance>, Vec<SeqInstance>) {
+    match cfg.protocol {
+        Protocol::Holdout => data.split_validation(cfg.valid_frac, cfg.seed),
+        Protocol::Reference => (data.train_instances(), data.test_instances()),
     }
-    let test = data.test_instances();
-    let (train_inst, selection, selected_on) = match cfg.protocol {
-        Protocol::Holdout => {
-            let (t, v) = data.split_validation(cfg.valid_frac, cfg.seed);
-            (t, v, "valid")
-        }
-        Protocol::Reference => (data.train_instances(), test.clone(), "test"),
-    };
-    if train_inst.is_empty() || selection.is_empty() || test.is_empty() {
-        return Err(Error::Config(format!(
-            "train: {} train, {} {selected_on} and {} test instances; every split needs at least one (valid_frac = {})",
-            train_inst.len(),
-            selection.len(),
-            test.len(),
-            cfg.valid_frac
-        )));
-    }
-    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io { path: out_dir.to_path_buf(), source })?;
-    write_file(&out_dir.join(METRICS_FILE), b"")?;
-    let (mut opt_rest, mut opt_modality) = model.optimizers(optim_cfg)?;
-    tracing::info!(
-        model = model.name(),
-        protocol = ?cfg.protocol,
-        criterion = %cfg.criterion,
-        train_instances = train_inst.len(),
-        selection_instances = selection.len(),
-        test_instances = test.len(),
-        max_epochs = cfg.epochs,
-        "training"
-    );
+}
 
-    let mut best: Option<(usize, f64, EvalResult)> = None;
-    let mut best_per_metric: BTreeMap<String, f64> = BTreeMap::new();
-    let mut bad = 0usize;
-    let mut prev_failed = false;
-    let mut stopped_early = false;
-    let mut diverged_at = None;
-    let mut epochs_run = 0;
-    for epoch in 0..cfg.epochs {
-        let n = epoch + 1;
-        let _span = tracing::info_span!("epoch", epoch = n, model = model.name()).entered();
-        let epoch_started = Instant::now();
-        let lr = schedule.lr_at(epoch, optim_cfg.lr);
-        let lr_modality = lr * model.aux.as_ref().map_or(1.0, |a| a.modality_lr_factor(epoch));
-        opt_rest.set_learning_rate(lr);
-        if let Some(o) = opt_modality.as_mut() {
-            o.set_learning_rate(lr_modality);
+/// Next-item evaluation with every item ranked (HR, MRR, NDCG at `ks`): the selection instances after every
+/// evaluated epoch, the test instances once.
+#[derive(Debug)]
+pub struct NextItem<'a> {
+    data: &'a SeqDataset,
+    protocol: Protocol,
+    selection: Vec<SeqInstance>,
+    test: Vec<SeqInstance>,
+    /// The cutoffs the model's evaluation reports ([`SeqConfig::ks`]).
+    ks: Vec<usize>,
+}
+
+impl<'a> NextItem<'a> {
+    /// Evaluates on `selection` (from [`split_instances`] under `protocol`) and on `data`'s test instances,
+    /// at the model's cutoffs `ks`. Errors if either instance list is empty.
+    pub fn new(data: &'a SeqDataset, protocol: Protocol, selection: Vec<SeqInstance>, ks: &[usize]) -> Result<Self> {
+        let test = data.test_instances();
+        if selection.is_empty() || test.is_empty() {
+            return Err(Error::Config(format!(
+                "train: {} selection and {} test instances; both need at least one (train.valid_frac too small?)",
+                selection.len(),
+                test.len()
+            )));
         }
-        let mut rng = mmkd_data::stream(cfg.seed, &format!("epoch-{epoch}"));
-        let losses = model.fit_epoch(data, &train_inst, &mut rng, &mut opt_rest, opt_modality.as_mut())?;
-        epochs_run = n;
-        let mut line = serde_json::json!({ "epoch": n, "lr": lr, "lr_modality": lr_modality, "losses": losses });
-        let mut value = None;
-        if let Some((name, v)) = losses.iter().find(|(_, v)| !v.is_finite()) {
-            tracing::error!(epoch = n, loss = %name, value = v, "the loss is not finite: training stops here");
-            diverged_at = Some(n);
-            line["diverged"] = serde_json::json!(true);
-        } else if n % cfg.eval_every == 0 {
-            let r = model.evaluate(data, &selection)?;
-            let v = r.summary.get(&cfg.criterion).copied().unwrap_or(f64::NAN);
-            let improved = !v.is_nan() && best.as_ref().is_none_or(|(_, b, _)| v > *b);
-            if improved {
-                save_vars(model.vars(), &out_dir.join(BEST_FILE), None)?;
-                best = Some((n, v, r.clone()));
-            }
-            match cfg.protocol {
-                Protocol::Holdout => {
-                    bad = if improved { 0 } else { bad + 1 };
-                }
-                Protocol::Reference => {
-                    // The KDSR code: any metric improving counts; the counter rises only on two failing
-                    // epochs in a row.
-                    let mut any = false;
-                    for (k, &val) in &r.summary {
-                        let e = best_per_metric.entry(k.clone()).or_insert(f64::NEG_INFINITY);
-                        if val > *e {
-                            *e = val;
-                            any = true;
-                        }
-                    }
-                    if any {
-                        bad = 0;
-                    } else if prev_failed {
-                        bad += 1;
-                    }
-                    prev_failed = !any;
-                }
-            }
-            if bad >= cfg.patience && n >= cfg.min_epochs && best.is_some() {
-                stopped_early = true;
-            }
-            line["valid"] = serde_json::json!(r.summary);
-            line["criterion"] = serde_json::json!(v);
-            line["improved"] = serde_json::json!(improved);
-            value = Some(v);
-        }
-        let secs = epoch_started.elapsed().as_secs_f64();
-        line["secs"] = serde_json::json!(secs);
-        tracing::info!(
-            losses = %format_losses(&losses),
-            criterion = %cfg.criterion,
-            value = value.map_or_else(|| "-".to_string(), |v| format!("{v:.5}")),
-            best_epoch = best.as_ref().map_or(0, |b| b.0),
-            secs,
-            "epoch done"
-        );
-        append_line(&out_dir.join(METRICS_FILE), &line)?;
-        save_vars(model.vars(), &out_dir.join(LAST_FILE), Some(n))?;
-        if diverged_at.is_some() {
-            break;
-        }
-        if stopped_early {
-            tracing::info!(patience = cfg.patience, "early stop");
-            break;
+        Ok(Self { data, protocol, selection, test, ks: ks.to_vec() })
+    }
+}
+
+impl Evaluator<SeqRecommender> for NextItem<'_> {
+    fn selected_on(&self) -> &'static str {
+        match self.protocol {
+            Protocol::Holdout => "valid",
+            Protocol::Reference => "test",
         }
     }
-    let (best_epoch, _, best_eval) = best.ok_or_else(|| match diverged_at {
-        Some(e) => Error::Diverged(format!(
-            "train: the loss became NaN or infinite at epoch {e}, before any evaluation; lower optim.lr = {}",
-            optim_cfg.lr
-        )),
-        None => Error::Config(format!(
-            "train: no evaluation ran (epochs = {}, eval_every = {})",
-            cfg.epochs, cfg.eval_every
-        )),
-    })?;
-    let (valid, test_eval, test_summary) = match cfg.protocol {
-        Protocol::Reference => (best_eval.summary.clone(), best_eval.clone(), best_per_metric),
-        Protocol::Holdout => {
-            load_vars(model.vars(), &out_dir.join(BEST_FILE), model.id.device())?;
-            let t = model.evaluate(data, &test)?;
-            let s = t.summary.clone();
-            (best_eval.summary, t, s)
-        }
-    };
-    write_json(&out_dir.join(TEST_PER_USER_FILE), &test_eval)?;
-    let outcome = TrainOutcome {
-        model: model.name().to_string(),
-        protocol: cfg.protocol,
-        selected_on: selected_on.to_string(),
-        criterion: cfg.criterion.clone(),
-        best_epoch,
-        epochs_run,
-        stopped_early,
-        diverged_at,
-        valid,
-        test: test_summary,
-        ndcg_form: NdcgForm::Standard,
-        n_test_users: test_eval.users.len(),
-        test_per_user: PathBuf::from(TEST_PER_USER_FILE),
-        secs: started.elapsed().as_secs_f64(),
-    };
-    write_json(&out_dir.join(RESULT_FILE), &outcome)?;
-    tracing::info!(
-        best_epoch,
-        test = outcome.test.get(&cfg.criterion).copied().unwrap_or(f64::NAN),
-        secs = outcome.secs,
-        "trained"
-    );
-    Ok(outcome)
+
+    fn metric_names(&self) -> Vec<String> {
+        self.ks
+            .iter()
+            .flat_map(|&k| mmkd_eval::sequential::SEQ_METRICS.iter().map(move |m| mmkd_eval::metric_name(m, k)))
+            .collect()
+    }
+
+    fn ndcg_form(&self) -> NdcgForm {
+        NdcgForm::Standard
+    }
+
+    fn selection(&self, model: &SeqRecommender) -> Result<EvalResult> {
+        model.evaluate(self.data, &self.selection)
+    }
+
+    fn test(&self, model: &SeqRecommender) -> Result<EvalResult> {
+        model.evaluate(self.data, &self.test)
+    }
 }
 
 /// The popularity baseline on sequential data: every test instance ranks items by their train-part counts

@@ -11,7 +11,7 @@ use candle_nn::{Module, VarMap};
 use mmkd_backbones::bm3::{cosine_alignment_loss, dropout_rows, emb_loss, Bm3, Bm3Config};
 use mmkd_backbones::graph::sym_normalized;
 use mmkd_backbones::optim::{self, OptimConfig};
-use mmkd_backbones::{Backbone, Dims, EpochCtx, EpochStats};
+use mmkd_backbones::{fit_epoch, Backbone, Dims, EpochCtx, EpochStats, Optimizers, Recommender};
 use mmkd_data::{Csr, Dataset, Labels};
 use mmkd_eval::{evaluate, EvalConfig};
 use mmkd_features::testing::grad_check;
@@ -281,15 +281,15 @@ fn build(data: &Tiny, kind: Kind, seed: u64) -> Bm3 {
 }
 
 /// `epochs` epochs of Adam at [`LR`]; the stats of each epoch.
-fn train(model: &mut Bm3, data: &Tiny, seed: u64, epochs: usize) -> Vec<EpochStats> {
+fn train(model: &mut Bm3, _data: &Tiny, seed: u64, epochs: usize) -> Vec<EpochStats> {
     let mut opt =
-        optim::build(optim::sorted_vars(model.vars()), &OptimConfig { lr: LR, ..Default::default() }).unwrap();
+        Optimizers::new(&*model, &OptimConfig { lr: LR, ..Default::default() }).unwrap();
     let mut rng = mmkd_data::stream(seed, "batches");
     (0..epochs)
         .map(|epoch| {
-            let mut ctx = EpochCtx { epoch, dataset: &data.ds, rng: &mut rng, device: &CPU, optimizer: &mut opt };
+            let mut ctx = EpochCtx { epoch, rng: &mut rng, device: &CPU };
             let started = std::time::Instant::now();
-            let stats = model.fit_epoch(&mut ctx).unwrap();
+            let stats = fit_epoch(model, &mut ctx, &mut opt).unwrap();
             eprintln!("epoch {epoch}: {:.3} s, {:?}", started.elapsed().as_secs_f64(), stats.losses);
             stats
         })

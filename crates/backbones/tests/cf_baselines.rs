@@ -20,7 +20,7 @@ use mmkd_backbones::ngcf::{
     edge_dropout, ngcf_layer, row_normalized_with_self_loops, Ngcf, NgcfConfig, NgcfLayer, NgcfVariant,
 };
 use mmkd_backbones::optim::{self, OptimConfig};
-use mmkd_backbones::{Backbone, Dims, EpochCtx, EpochStats};
+use mmkd_backbones::{fit_epoch, Backbone, Dims, EpochCtx, EpochStats, Optimizers, Recommender};
 use mmkd_data::{Csr, Dataset};
 use mmkd_eval::{evaluate, EvalConfig};
 use mmkd_features::seeded_var_builder;
@@ -85,6 +85,11 @@ fn randomize(varmap: &VarMap, seed: u64, scale: f64) {
 }
 
 /// The spec's toy graph: U = 2, I = 3, R = [[1,1,0],[0,1,1]].
+/// A 2 × 4 train matrix for CML's hand-computed cases.
+fn toy_cml_train() -> Csr {
+    Csr::from_pairs(2, 4, &[(0, 0), (1, 1)]).0
+}
+
 fn toy_train() -> Csr {
     Csr::from_pairs(2, 3, &[(0, 0), (0, 1), (1, 1), (1, 2)]).0
 }
@@ -159,28 +164,28 @@ fn tiny_dims(ds: &Dataset) -> Dims {
 }
 
 /// `epochs` epochs of Adam at `lr` with the batch stream of `seed`.
-fn train(model: &mut dyn Backbone, ds: &Dataset, lr: f64, seed: u64, epochs: usize) -> Vec<EpochStats> {
-    let mut opt = optim::build(optim::sorted_vars(model.vars()), &OptimConfig { lr, ..Default::default() }).unwrap();
+fn train(model: &mut dyn Recommender, _ds: &Dataset, lr: f64, seed: u64, epochs: usize) -> Vec<EpochStats> {
+    let mut opt = Optimizers::new(&*model, &OptimConfig { lr, ..Default::default() }).unwrap();
     let mut rng = mmkd_data::stream(seed, "batches");
     (0..epochs)
         .map(|epoch| {
-            let mut ctx = EpochCtx { epoch, dataset: ds, rng: &mut rng, device: &CPU, optimizer: &mut opt };
+            let mut ctx = EpochCtx { epoch, rng: &mut rng, device: &CPU };
             let started = std::time::Instant::now();
-            let stats = model.fit_epoch(&mut ctx).unwrap();
+            let stats = fit_epoch(model, &mut ctx, &mut opt).unwrap();
             eprintln!("{} epoch {epoch}: {:.3} s, {:?}", model.name(), started.elapsed().as_secs_f64(), stats.losses);
             stats
         })
         .collect()
 }
 
-fn recall_at_20(model: &mut dyn Backbone, ds: &Dataset) -> f64 {
+fn recall_at_20(model: &mut dyn Recommender, ds: &Dataset) -> f64 {
     model.prepare_eval().unwrap();
     let score = |users: &[u32]| model.score_users(users).map_err(|e| candle_core::Error::Msg(e.to_string()));
     evaluate(score, &ds.train, &ds.test, &EvalConfig::default()).unwrap().get("recall", 20).unwrap()
 }
 
 /// Trains `model` and asserts that the loss falls and Recall@20 beats popularity by a margin.
-fn assert_beats_popularity(model: &mut dyn Backbone, ds: &Dataset, pop: f64, lr: f64, epochs: usize) -> f64 {
+fn assert_beats_popularity(model: &mut dyn Recommender, ds: &Dataset, pop: f64, lr: f64, epochs: usize) -> f64 {
     let started = std::time::Instant::now();
     let before = recall_at_20(model, ds);
     let stats = train(model, ds, lr, 3, epochs);
@@ -263,7 +268,8 @@ fn neumf_t6() -> NeuMf {
     let cfg =
         NeuMfConfig { mf_embed_dim: 2, mlp_embed_dim: 2, mlp_hidden: vec![2], dropout: 0.0, ..Default::default() };
     let varmap = VarMap::new();
-    let model = NeuMf::new(f64_builder(&varmap, 1), &varmap, &cfg, Dims { n_users: 1, n_items: 1 }).unwrap();
+    let one = Csr::from_pairs(1, 1, &[(0, 0)]).0;
+    let model = NeuMf::new(f64_builder(&varmap, 1), &varmap, &cfg, Dims { n_users: 1, n_items: 1 }, &one).unwrap();
     set(&varmap, "user_mf_emb.weight", &[&[0.1, -0.2]]);
     set(&varmap, "item_mf_emb.weight", &[&[0.3, 0.4]]);
     set(&varmap, "user_mlp_emb.weight", &[&[0.5, 0.1]]);
@@ -306,7 +312,7 @@ fn neumf_full_ranking_equals_pairwise_logits() {
     let cfg = NeuMfConfig { mf_embed_dim: 3, mlp_embed_dim: 4, mlp_hidden: vec![6, 5, 3], ..Default::default() };
     let varmap = VarMap::new();
     let dims = Dims { n_users: 5, n_items: 7 };
-    let model = NeuMf::new(f64_builder(&varmap, 2), &varmap, &cfg, dims).unwrap();
+    let model = NeuMf::new(f64_builder(&varmap, 2), &varmap, &cfg, dims, &random_train(5, 7, 12, 3)).unwrap();
     randomize(&varmap, 3, 1.0);
     let users = [4u32, 0, 2];
     let scores = rows(&model.score_users(&users).unwrap());
@@ -390,7 +396,7 @@ fn cml_model_scores_clips_and_weighs_by_its_catalogue() {
         ..Default::default()
     };
     let varmap = VarMap::new();
-    let model = Cml::new(f64_builder(&varmap, 1), &varmap, &cfg, Dims { n_users: 2, n_items: 4 }).unwrap();
+    let model = Cml::new(f64_builder(&varmap, 1), &varmap, &cfg, Dims { n_users: 2, n_items: 4 }, &toy_cml_train()).unwrap();
     set(&varmap, "user_emb.weight", &[&[0.6, 0.0], &[3.0, 4.0]]);
     set(&varmap, "item_emb.weight", &[&[0.0, 0.8], &[0.6, 0.5], &[-0.6, 0.0], &[0.6, -0.8]]);
     // Scores are −δ: T4's distances for user 0; (3, 4) to (0, 0.8) is 9 + 10.24 away.
@@ -407,6 +413,7 @@ fn cml_model_scores_clips_and_weighs_by_its_catalogue() {
         &varmap,
         &CmlConfig { loss_form: MetricLossForm::Paper, ..cfg.clone() },
         Dims { n_users: 2, n_items: 4 },
+        &toy_cml_train(),
     )
     .unwrap();
     let named = paper.batch_losses(&[0], &[0], &[1, 2, 3]).unwrap();
@@ -425,7 +432,7 @@ fn cml_model_scores_clips_and_weighs_by_its_catalogue() {
     // With the covariance term on, it is reported and added.
     let cfg = CmlConfig { use_cov_loss: true, cov_loss_weight: 2.0, ..cfg };
     let varmap2 = VarMap::new();
-    let model2 = Cml::new(f64_builder(&varmap2, 1), &varmap2, &cfg, Dims { n_users: 2, n_items: 4 }).unwrap();
+    let model2 = Cml::new(f64_builder(&varmap2, 1), &varmap2, &cfg, Dims { n_users: 2, n_items: 4 }, &toy_cml_train()).unwrap();
     let named = model2.batch_losses(&[0], &[0], &[1, 2, 3]).unwrap();
     let (eu, ei) = model2.embeddings();
     let cov = 2.0 * scalar(&covariance_loss(&Tensor::cat(&[ei, eu], 0).unwrap(), CovForm::OffdiagSum).unwrap());
@@ -911,13 +918,13 @@ fn dgcf_batch_loss_terms() {
 fn neumf_tiny(ds: &Dataset, seed: u64) -> NeuMf {
     let cfg = NeuMfConfig { batch_size: 256, ..Default::default() };
     let varmap = VarMap::new();
-    NeuMf::new(seeded_var_builder(&varmap, seed, DType::F32, &CPU), &varmap, &cfg, tiny_dims(ds)).unwrap()
+    NeuMf::new(seeded_var_builder(&varmap, seed, DType::F32, &CPU), &varmap, &cfg, tiny_dims(ds), &ds.train).unwrap()
 }
 
 fn cml_tiny(ds: &Dataset, seed: u64) -> Cml {
     let cfg = CmlConfig { batch_size: 256, ..Default::default() };
     let varmap = VarMap::new();
-    Cml::new(seeded_var_builder(&varmap, seed, DType::F32, &CPU), &varmap, &cfg, tiny_dims(ds)).unwrap()
+    Cml::new(seeded_var_builder(&varmap, seed, DType::F32, &CPU), &varmap, &cfg, tiny_dims(ds), &ds.train).unwrap()
 }
 
 fn ngcf_tiny(ds: &Dataset, seed: u64) -> Ngcf {
@@ -972,7 +979,7 @@ fn same_seed_same_losses_and_scores() {
         let varmap = VarMap::new();
         let vb = seeded_var_builder(&varmap, seed, DType::F32, &CPU);
         let dims = tiny_dims(&ds);
-        let mut model: Box<dyn Backbone> = match which {
+        let mut model: Box<dyn Recommender> = match which {
             0 => {
                 let cfg = NeuMfConfig {
                     mf_embed_dim: 16,
@@ -981,10 +988,10 @@ fn same_seed_same_losses_and_scores() {
                     batch_size: 256,
                     ..Default::default()
                 };
-                Box::new(NeuMf::new(vb, &varmap, &cfg, dims).unwrap())
+                Box::new(NeuMf::new(vb, &varmap, &cfg, dims, &ds.train).unwrap())
             }
             1 => Box::new(
-                Cml::new(vb, &varmap, &CmlConfig { embed_dim: 16, batch_size: 256, ..Default::default() }, dims)
+                Cml::new(vb, &varmap, &CmlConfig { embed_dim: 16, batch_size: 256, ..Default::default() }, dims, &ds.train)
                     .unwrap(),
             ),
             2 => {

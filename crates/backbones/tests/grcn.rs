@@ -12,8 +12,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use mmkd_backbones::grcn::{segment_softmax, Grcn, GrcnConfig};
-use mmkd_backbones::optim::{self, OptimConfig};
-use mmkd_backbones::{Backbone, Dims, EpochCtx, EpochStats};
+use mmkd_backbones::optim::OptimConfig;
+use mmkd_backbones::{fit_epoch, Backbone, Dims, EpochCtx, EpochStats, Optimizers, Recommender};
 use mmkd_data::{Dataset, Labels};
 use mmkd_eval::{evaluate, EvalConfig, EvalResult};
 use mmkd_features::testing::grad_check;
@@ -80,13 +80,13 @@ fn build(t: &Tiny, kind: Extractor, cfg: &GrcnConfig, seed: u64) -> (Grcn, VarMa
     (model, varmap)
 }
 
-fn train(model: &mut Grcn, varmap: &VarMap, ds: &Dataset, epochs: usize, seed: u64) -> Vec<EpochStats> {
-    let mut opt = optim::build(optim::sorted_vars(varmap), &OptimConfig { lr: LR, ..Default::default() }).unwrap();
+fn train(model: &mut Grcn, _varmap: &VarMap, _ds: &Dataset, epochs: usize, seed: u64) -> Vec<EpochStats> {
+    let mut opt = Optimizers::new(&*model, &OptimConfig { lr: LR, ..Default::default() }).unwrap();
     let mut rng = mmkd_data::stream(seed, "train");
     (0..epochs)
         .map(|epoch| {
-            let mut ctx = EpochCtx { epoch, dataset: ds, rng: &mut rng, device: &CPU, optimizer: &mut opt };
-            model.fit_epoch(&mut ctx).unwrap()
+            let mut ctx = EpochCtx { epoch, rng: &mut rng, device: &CPU };
+            fit_epoch(model, &mut ctx, &mut opt).unwrap()
         })
         .collect()
 }

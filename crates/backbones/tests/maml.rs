@@ -11,8 +11,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarMap};
 use mmkd_backbones::cml::{clip_rows, covariance_loss, CovForm};
 use mmkd_backbones::maml::{attention_weights, feature_loss, hinge_rank_loss, weighted_distance, Maml, MamlConfig};
-use mmkd_backbones::optim::{self, AnyOptimizer, OptimConfig};
-use mmkd_backbones::{Backbone, Dims, EpochCtx, EpochStats};
+use mmkd_backbones::optim::{self, OptimConfig};
+use mmkd_backbones::{fit_epoch, Backbone, Dims, EpochCtx, EpochStats, Optimizers, Recommender};
 use mmkd_data::{Dataset, Labels};
 use mmkd_eval::{evaluate, EvalConfig};
 use mmkd_features::testing::grad_check;
@@ -272,21 +272,21 @@ fn build(data: &Tiny, kind: Kind, cfg: &MamlConfig, seed: u64) -> Maml {
         }
     };
     let dims = Dims { n_users: data.ds.n_users, n_items: data.ds.n_items };
-    Maml::new(vb, &varmap, cfg, dims, extractor, &CPU).unwrap()
+    Maml::new(vb, &varmap, cfg, dims, &data.ds.train, extractor, &CPU).unwrap()
 }
 
-fn optimizer(model: &Maml, lr: f64) -> AnyOptimizer {
-    optim::build(optim::sorted_vars(model.vars()), &OptimConfig { lr, ..Default::default() }).unwrap()
+fn optimizer(model: &Maml, lr: f64) -> Optimizers {
+    Optimizers::new(&*model, &OptimConfig { lr, ..Default::default() }).unwrap()
 }
 
 /// `epochs` epochs with `opt`, batches drawn from the stream `seed`; the stats of each epoch.
-fn train(model: &mut Maml, opt: &mut AnyOptimizer, data: &Tiny, seed: u64, epochs: usize) -> Vec<EpochStats> {
+fn train(model: &mut Maml, opt: &mut Optimizers, _data: &Tiny, seed: u64, epochs: usize) -> Vec<EpochStats> {
     let mut rng = mmkd_data::stream(seed, "batches");
     (0..epochs)
         .map(|epoch| {
-            let mut ctx = EpochCtx { epoch, dataset: &data.ds, rng: &mut rng, device: &CPU, optimizer: opt };
+            let mut ctx = EpochCtx { epoch, rng: &mut rng, device: &CPU };
             let started = std::time::Instant::now();
-            let stats = model.fit_epoch(&mut ctx).unwrap();
+            let stats = fit_epoch(model, &mut ctx, opt).unwrap();
             eprintln!("epoch {epoch}: {:.3} s, {:?}", started.elapsed().as_secs_f64(), stats.losses);
             stats
         })
@@ -433,7 +433,7 @@ fn frozen_mode_trains_only_the_embeddings() {
         let parts = l["emb"] + l["feat"] + l["cov"] + l["kd"] + l["ce"];
         assert!((parts - l["total"]).abs() < 1e-4 * l["total"].abs().max(1.0), "{parts} vs {}", l["total"]);
         let after = snapshot(&model);
-        let counts = opt.step_counts();
+        let counts = opt.step_counts().concat(); // one parameter group
         for ((name, b), ((_, a), count)) in before.iter().zip(after.iter().zip(counts)) {
             let moved = max_gap(a, b) > 0.0;
             let is_emb = name == "user_emb.weight" || name == "item_emb.weight";

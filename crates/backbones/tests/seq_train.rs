@@ -4,6 +4,7 @@
 //! embeddings' correlations closer to the teacher's.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -14,9 +15,9 @@ use mmkd_backbones::sasrec::{SasRec, SasRecConfig};
 use mmkd_backbones::seq_kdsr::KdsrAux;
 use mmkd_backbones::seq_model::SeqEncoder;
 use mmkd_backbones::seq_train::{
-    popularity_sequential, train_sequential, ModalityInit, SeqAux, SeqConfig, SeqRecommender,
+    popularity_sequential, split_instances, ModalityInit, NextItem, SeqAux, SeqConfig, SeqRecommender,
 };
-use mmkd_backbones::{Protocol, TrainConfig};
+use mmkd_backbones::{fit_epoch, train, EpochCtx, Optimizers, Protocol, Selection, TrainConfig};
 use mmkd_data::sequential::{SeqDataset, SeqOptions};
 use mmkd_student_kd::kdsr::KdsrConfig;
 use mmkd_synth::sequential::{generate_sequential, SeqPreset};
@@ -67,7 +68,19 @@ fn fixture(seed: u64) -> R<Fixture> {
     Ok(Fixture { data, init: ModalityInit { visual, text } })
 }
 
-fn build(kind: Kind, fx: &Fixture, kdsr: bool, seed: u64) -> R<SeqRecommender> {
+/// The model of `kind` on the training instances of `data` (its own, or a shuffled copy of the fixture's).
+fn build(kind: Kind, fx: &Fixture, kdsr: bool, seed: u64, data: &SeqDataset) -> R<SeqRecommender> {
+    build_on(kind, fx, kdsr, seed, data, data.train_instances())
+}
+
+fn build_on(
+    kind: Kind,
+    fx: &Fixture,
+    kdsr: bool,
+    seed: u64,
+    data: &SeqDataset,
+    train: Vec<mmkd_data::sequential::SeqInstance>,
+) -> R<SeqRecommender> {
     let dev = Device::Cpu;
     let vars = VarMap::new();
     let vb = mmkd_features::seeded_var_builder(&vars, seed, DType::F32, &dev);
@@ -101,24 +114,18 @@ fn build(kind: Kind, fx: &Fixture, kdsr: bool, seed: u64) -> R<SeqRecommender> {
             )?),
         })
     };
-    Ok(SeqRecommender::new(&vb, &vars, &cfg, &fx.init, build, aux)?)
+    Ok(SeqRecommender::new(&vb, &vars, &cfg, &fx.init, build, aux, Arc::new(data.clone()), train)?)
 }
 
-/// Trains `epochs` epochs on `train_data`'s training instances and returns test HR@20 on `eval_data`.
-fn fit_and_score(
-    model: &SeqRecommender,
-    train_data: &SeqDataset,
-    eval_data: &SeqDataset,
-    epochs: usize,
-    lr: f64,
-) -> R<f64> {
+/// Trains `epochs` epochs on the model's training instances and returns test HR@20 on `eval_data`.
+fn fit_and_score(model: &mut SeqRecommender, eval_data: &SeqDataset, epochs: usize, lr: f64) -> R<f64> {
     let optim = OptimConfig { lr, ..OptimConfig::default() };
-    let (mut rest, mut modality) = model.optimizers(&optim)?;
-    let train = train_data.train_instances();
+    let mut opt = Optimizers::new(&*model, &optim)?;
     for epoch in 0..epochs {
         let mut rng = mmkd_data::stream(7, &format!("epoch-{epoch}"));
-        let losses = model.fit_epoch(train_data, &train, &mut rng, &mut rest, modality.as_mut())?;
-        assert!(losses["total"].is_finite());
+        let mut ctx = EpochCtx { epoch, rng: &mut rng, device: &Device::Cpu };
+        let stats = fit_epoch(model, &mut ctx, &mut opt)?;
+        assert!(stats.losses["total"].is_finite());
     }
     let r = model.evaluate(eval_data, &eval_data.test_instances())?;
     Ok(r.summary["hr@20"])
@@ -135,9 +142,9 @@ fn popularity_hr20(data: &SeqDataset, tag: &str) -> R<f64> {
 fn learns_order(kind: Kind, kdsr: bool, epochs: usize, lr: f64) -> R<()> {
     let fx = fixture(0)?;
     let pop = popularity_hr20(&fx.data, &format!("{kind:?}-{kdsr}"))?;
-    let ordered = fit_and_score(&build(kind, &fx, kdsr, 1)?, &fx.data, &fx.data, epochs, lr)?;
+    let ordered = fit_and_score(&mut build(kind, &fx, kdsr, 1, &fx.data)?, &fx.data, epochs, lr)?;
     let shuffled_data = fx.data.shuffled(3);
-    let shuffled = fit_and_score(&build(kind, &fx, kdsr, 1)?, &shuffled_data, &fx.data, epochs, lr)?;
+    let shuffled = fit_and_score(&mut build(kind, &fx, kdsr, 1, &shuffled_data)?, &fx.data, epochs, lr)?;
     eprintln!("{kind:?} kdsr={kdsr}: HR@20 ordered {ordered:.4}, shuffled {shuffled:.4}, popularity {pop:.4}");
     assert!(ordered > pop + 0.05, "{kind:?}: HR@20 {ordered:.4} does not beat popularity {pop:.4}");
     assert!(
@@ -169,7 +176,7 @@ fn kdsr_backbones_learn() -> R<()> {
     let fx = fixture(0)?;
     let pop = popularity_hr20(&fx.data, "kdsr-backbones")?;
     for kind in [Kind::Sasrec, Kind::Gru4rec] {
-        let hr = fit_and_score(&build(kind, &fx, true, 1)?, &fx.data, &fx.data, 10, 1e-2)?;
+        let hr = fit_and_score(&mut build(kind, &fx, true, 1, &fx.data)?, &fx.data, 10, 1e-2)?;
         eprintln!("{kind:?} kdsr=true: HR@20 {hr:.4}, popularity {pop:.4}");
         assert!(hr > pop + 0.05, "{kind:?} with KDSR: HR@20 {hr:.4} vs popularity {pop:.4}");
     }
@@ -217,10 +224,10 @@ fn kdsr_keeps_modality_correlations() -> R<()> {
     // With a large learning rate the tuned image embeddings drift from the features they started from;
     // KDSR's correlation losses hold their pairwise structure closer to the teacher's.
     let fx = fixture(1)?;
-    let plain = build(Kind::Sasrec, &fx, false, 2)?;
-    let kdsr = build(Kind::Sasrec, &fx, true, 2)?;
-    fit_and_score(&plain, &fx.data, &fx.data, 8, 3e-2)?;
-    fit_and_score(&kdsr, &fx.data, &fx.data, 8, 3e-2)?;
+    let mut plain = build(Kind::Sasrec, &fx, false, 2, &fx.data)?;
+    let mut kdsr = build(Kind::Sasrec, &fx, true, 2, &fx.data)?;
+    fit_and_score(&mut plain, &fx.data, 8, 3e-2)?;
+    fit_and_score(&mut kdsr, &fx.data, 8, 3e-2)?;
     let c_plain = modality_correlation(&plain, &fx.init.visual)?;
     let c_kdsr = modality_correlation(&kdsr, &fx.init.visual)?;
     eprintln!("correlation with the compressed features: plain {c_plain:.3}, KDSR {c_kdsr:.3}");
@@ -228,34 +235,47 @@ fn kdsr_keeps_modality_correlations() -> R<()> {
     Ok(())
 }
 
+/// Trains GRU4Rec with KDSR through the trainer into `dir`.
+fn train_run(fx: &Fixture, cfg: &TrainConfig, dir: &std::path::Path, resume: bool) -> R<mmkd_backbones::TrainOutcome> {
+    let (train_inst, selection) = split_instances(&fx.data, cfg);
+    let mut model = build_on(Kind::Gru4rec, fx, true, 5, &fx.data, train_inst)?;
+    let evaluator = NextItem::new(&fx.data, cfg.protocol, selection, &model.config().ks)?;
+    let optim = OptimConfig { lr: 1e-2, ..OptimConfig::default() };
+    Ok(train(&mut model, &evaluator, cfg, &optim, &LrSchedule::Constant, dir, resume, &Device::Cpu)?)
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmkd-seq-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 #[test]
 fn trainer_writes_results_and_is_deterministic() -> R<()> {
     let fx = fixture(2)?;
     let mut results: Vec<BTreeMap<String, f64>> = Vec::new();
     for protocol in [Protocol::Holdout, Protocol::Holdout, Protocol::Reference] {
-        let dir = std::env::temp_dir().join(format!(
-            "mmkd-seq-train-{}-{:?}-{}",
-            std::process::id(),
-            protocol,
-            results.len()
-        ));
-        let model = build(Kind::Gru4rec, &fx, true, 5)?;
+        let dir = temp_dir(&format!("{protocol:?}-{}", results.len()));
+        let selection = if protocol == Protocol::Reference { Selection::AnyMetric } else { Selection::Criterion };
         let cfg = TrainConfig {
             epochs: 2,
             protocol,
             criterion: "hr@20".into(),
             patience: 5,
             seed: 3,
+            selection,
             ..TrainConfig::default()
         };
-        let optim = OptimConfig { lr: 1e-2, ..OptimConfig::default() };
-        let o = train_sequential(&model, &fx.data, &cfg, &optim, &LrSchedule::Constant, &dir)?;
+        let o = train_run(&fx, &cfg, &dir, false)?;
         assert_eq!(o.epochs_run, 2);
-        for f in ["result.json", "test_per_user.json", "metrics.jsonl", "best.safetensors", "last.safetensors"] {
+        for f in ["result.json", "test_per_user.json", "metrics.jsonl", "best.safetensors", "checkpoint.safetensors"] {
             assert!(dir.join(f).is_file(), "{f} missing");
         }
         let lines = std::fs::read_to_string(dir.join("metrics.jsonl"))?;
         assert_eq!(lines.lines().count(), 2);
+        // KDSR's asynchronous rate: the modality tables start at a quarter of the learning rate.
+        let first: serde_json::Value = serde_json::from_str(lines.lines().next().ok_or("line")?)?;
+        assert_eq!(first["lr_modality"].as_f64(), Some(1e-2 / 4.0));
         let per = o.test_eval(&dir)?;
         assert_eq!(per.users.len(), fx.data.test_instances().len());
         for key in ["hr@5", "hr@20", "mrr@5", "mrr@20", "ndcg@20"] {
@@ -276,5 +296,26 @@ fn trainer_writes_results_and_is_deterministic() -> R<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     assert_eq!(results[0], results[1], "the same seed must give the same metrics");
+    Ok(())
+}
+
+#[test]
+fn a_sequential_run_resumes_to_the_uninterrupted_result() -> R<()> {
+    let fx = fixture(2)?;
+    for selection in [Selection::Criterion, Selection::AnyMetric] {
+        let protocol = if selection == Selection::AnyMetric { Protocol::Reference } else { Protocol::Holdout };
+        let cfg = TrainConfig { epochs: 4, protocol, criterion: "hr@20".into(), seed: 3, selection, ..TrainConfig::default() };
+        let whole = temp_dir(&format!("whole-{selection:?}"));
+        let parts = temp_dir(&format!("parts-{selection:?}"));
+        let a = train_run(&fx, &cfg, &whole, false)?;
+        train_run(&fx, &TrainConfig { epochs: 2, ..cfg.clone() }, &parts, false)?;
+        let b = train_run(&fx, &cfg, &parts, true)?;
+        assert_eq!((a.test.clone(), a.valid.clone(), a.best_epoch), (b.test.clone(), b.valid.clone(), b.best_epoch));
+        for f in ["best.safetensors", "checkpoint.safetensors", "test_per_user.json"] {
+            assert_eq!(std::fs::read(whole.join(f))?, std::fs::read(parts.join(f))?, "{f}");
+        }
+        let _ = std::fs::remove_dir_all(&whole);
+        let _ = std::fs::remove_dir_all(&parts);
+    }
     Ok(())
 }

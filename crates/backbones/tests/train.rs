@@ -9,8 +9,8 @@ use candle_nn::VarMap;
 use mmkd_backbones::mf::{Mf, MfConfig};
 use mmkd_backbones::optim::{LrSchedule, OptimConfig};
 use mmkd_backbones::pop::Popularity;
-use mmkd_backbones::train::{train, training_view, Protocol, TrainConfig, TrainOutcome};
-use mmkd_backbones::{Backbone, Dims};
+use mmkd_backbones::train::{train, training_view, FullRanking, Protocol, TrainConfig, TrainOutcome};
+use mmkd_backbones::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use mmkd_data::{Dataset, Labels};
 use mmkd_eval::EvalConfig;
 use mmkd_features::{
@@ -55,13 +55,27 @@ fn mf(view: &Dataset, features: Option<&FeatureStore>, seed: u64) -> Mf {
         Box::new(Projection::new(vb.pp("extractor"), &pc, f, &dev).unwrap()) as Box<dyn FeatureExtractor>
     });
     let dims = Dims { n_users: view.n_users, n_items: view.n_items };
-    Mf::new(vb, &vars, &MF, dims, extractor).unwrap()
+    Mf::new(vb, &vars, &MF, dims, &view.train, extractor).unwrap()
 }
 
-fn run(model: &mut dyn Backbone, ds: &Dataset, cfg: &TrainConfig, out: &Path, resume: bool) -> TrainOutcome {
-    let optim = OptimConfig { lr: LR, ..OptimConfig::default() };
+/// Trains `model` (built on `training_view(ds, cfg)`) with the full-ranking evaluation of that view.
+fn try_run<M: Recommender + ?Sized>(
+    model: &mut M,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    optim: &OptimConfig,
+    out: &Path,
+    resume: bool,
+) -> mmkd_backbones::Result<TrainOutcome> {
     let eval = EvalConfig::default();
-    train(model, ds, cfg, &optim, &LrSchedule::Constant, &eval, out, resume, &Device::Cpu).unwrap()
+    let view = training_view(ds, cfg);
+    let evaluator = FullRanking::new(&view, cfg.protocol, &eval)?;
+    train(model, &evaluator, cfg, optim, &LrSchedule::Constant, out, resume, &Device::Cpu)
+}
+
+fn run<M: Recommender + ?Sized>(model: &mut M, ds: &Dataset, cfg: &TrainConfig, out: &Path, resume: bool) -> TrainOutcome {
+    let optim = OptimConfig { lr: LR, ..OptimConfig::default() };
+    try_run(model, ds, cfg, &optim, out, resume).unwrap()
 }
 
 /// Test Recall@20 of popularity under the holdout split of `cfg`. `tag` keeps the output directories of tests
@@ -142,7 +156,7 @@ fn one_seed_gives_identical_runs() {
     let [a, b, c] = &dirs;
     assert_eq!(json_without_secs(&a.join("result.json")), json_without_secs(&b.join("result.json")));
     assert_eq!(metrics_without_secs(a), metrics_without_secs(b));
-    for file in ["best.safetensors", "last.safetensors", "optimizer.safetensors", "test_per_user.json"] {
+    for file in ["best.safetensors", "checkpoint.safetensors", "test_per_user.json"] {
         assert_eq!(std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap(), "{file}");
     }
     // Another seed gives other losses, so the comparison above can fail.
@@ -168,19 +182,17 @@ fn resume_ends_where_an_uninterrupted_run_ends() {
     assert_eq!(out.epochs_run, TrainOutcome::read(&whole).unwrap().epochs_run);
     assert_eq!(json_without_secs(&whole.join("result.json")), json_without_secs(&parts.join("result.json")));
     assert_eq!(metrics_without_secs(&whole), metrics_without_secs(&parts));
-    for file in ["best.safetensors", "last.safetensors", "optimizer.safetensors", "state.json"] {
+    for file in ["best.safetensors", "checkpoint.safetensors"] {
         assert_eq!(std::fs::read(whole.join(file)).unwrap(), std::fs::read(parts.join(file)).unwrap(), "{file}");
     }
 
     // A resume under another seed, or for another model, is refused.
     let other_seed = TrainConfig { seed: 1, ..cfg.clone() };
     let optim = OptimConfig::default();
-    let eval = EvalConfig::default();
-    let sched = LrSchedule::Constant;
-    let err = train(&mut mf(&view, None, 0), &ds, &other_seed, &optim, &sched, &eval, &parts, true, &Device::Cpu);
+    let err = try_run(&mut mf(&view, None, 0), &ds, &other_seed, &optim, &parts, true);
     assert!(err.unwrap_err().to_string().contains("seed"));
     let mut pop = Popularity::new(&view, &Device::Cpu).unwrap();
-    let err = train(&mut pop, &ds, &cfg, &optim, &sched, &eval, &parts, true, &Device::Cpu);
+    let err = try_run(&mut pop, &ds, &cfg, &optim, &parts, true);
     assert!(err.unwrap_err().to_string().contains("model"));
 }
 
@@ -232,34 +244,39 @@ fn holdout_selection_never_sees_the_test_split() {
     }
 }
 
-/// MF whose epoch `at` (from 1) reports a NaN loss, as a diverging model does.
+/// MF whose epoch `at` (from 1) has a NaN loss at its second step, as a diverging model does.
 struct NanAt {
     inner: Mf,
     at: usize,
+    epoch: usize,
 }
 
 impl Backbone for NanAt {
     fn name(&self) -> &'static str {
         "mf"
     }
-    fn fit_epoch(
-        &mut self,
-        ctx: &mut mmkd_backbones::EpochCtx<'_>,
-    ) -> mmkd_backbones::Result<mmkd_backbones::EpochStats> {
-        let mut stats = self.inner.fit_epoch(ctx)?;
-        if ctx.epoch + 1 == self.at {
-            stats.losses.insert("total".into(), f64::NAN);
+    fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> mmkd_backbones::Result<usize> {
+        self.epoch = ctx.epoch;
+        self.inner.begin_epoch(ctx)
+    }
+    fn step_losses(&mut self, step: usize, rng: &mut rand_chacha::ChaCha8Rng) -> mmkd_backbones::Result<StepLosses> {
+        let mut losses = self.inner.step_losses(step, rng)?;
+        if self.epoch + 1 == self.at && step == 1 {
+            losses.total = (losses.total * f64::NAN)?;
         }
-        Ok(stats)
+        Ok(losses)
     }
     fn prepare_eval(&mut self) -> mmkd_backbones::Result<()> {
         self.inner.prepare_eval()
     }
-    fn score_users(&self, users: &[u32]) -> mmkd_backbones::Result<candle_core::Tensor> {
-        self.inner.score_users(users)
-    }
     fn vars(&self) -> &VarMap {
         self.inner.vars()
+    }
+}
+
+impl Recommender for NanAt {
+    fn score_users(&self, users: &[u32]) -> mmkd_backbones::Result<candle_core::Tensor> {
+        self.inner.score_users(users)
     }
 }
 
@@ -269,19 +286,18 @@ fn a_non_finite_loss_stops_training_and_reports_the_best_epoch_before_it() {
     let cfg = TrainConfig { epochs: 10, ..TrainConfig::default() };
     let view = training_view(&ds, &cfg);
     let dir = temp_dir("diverged");
-    let mut model = NanAt { inner: mf(&view, None, 0), at: 3 };
+    let mut model = NanAt { inner: mf(&view, None, 0), at: 3, epoch: 0 };
     let out = run(&mut model, &ds, &cfg, &dir, false);
     assert_eq!((out.diverged_at, out.epochs_run, out.stopped_early), (Some(3), 3, true));
     assert!(out.best_epoch < 3, "{}", out.best_epoch);
     assert!(out.test["recall@20"].is_finite());
     let lines = metrics_without_secs(&dir);
     assert_eq!(lines[2]["diverged"], Value::Bool(true));
+    assert!(lines[2]["losses"]["total"].is_null(), "{}", lines[2]); // NaN is written as null
     // Diverging before any evaluation is an error that says so.
-    let mut model = NanAt { inner: mf(&view, None, 0), at: 1 };
+    let mut model = NanAt { inner: mf(&view, None, 0), at: 1, epoch: 0 };
     let optim = OptimConfig { lr: LR, ..OptimConfig::default() };
-    let err =
-        train(&mut model, &ds, &cfg, &optim, &LrSchedule::Constant, &EvalConfig::default(), &dir, false, &Device::Cpu)
-            .unwrap_err();
+    let err = try_run(&mut model, &ds, &cfg, &optim, &dir, false).unwrap_err();
     assert!(err.to_string().contains("epoch 1"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

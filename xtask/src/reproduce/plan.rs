@@ -327,19 +327,15 @@ fn recorded_args(dir: &Path) -> anyhow::Result<Option<Vec<String>>> {
     Ok(Some(args))
 }
 
-/// Done (`result.json`), interrupted (`state.json`) or pending.
+/// Done (`result.json`), interrupted (a checkpoint) or pending.
 pub fn job_state(dir: &Path) -> anyhow::Result<JobState> {
     if dir.join(mmkd_backbones::train::RESULT_FILE).exists() {
         return Ok(JobState::Done);
     }
-    let state = dir.join(mmkd_backbones::train::STATE_FILE);
-    if state.exists() {
-        let text = std::fs::read_to_string(&state).with_context(|| format!("reading {}", state.display()))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", state.display()))?;
-        return Ok(JobState::Partial(value["epochs_done"].as_u64().unwrap_or(0) as usize));
+    match mmkd_backbones::train::TrainState::read(dir)? {
+        Some(state) => Ok(JobState::Partial(state.epochs_done)),
+        None => Ok(JobState::Pending),
     }
-    Ok(JobState::Pending)
 }
 
 /// Measured seconds per epoch and epochs run of the finished runs of each cell.
