@@ -21,11 +21,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use mmkd_backbones::mf::MfConfig;
-use mmkd_backbones::optim::{LrSchedule, OptimConfig};
+use mmkd_backbones::cf::mf::MfConfig;
 use mmkd_backbones::train::TrainConfig;
 use mmkd_eval::EvalConfig;
 use mmkd_features::{Normalization, ProjectionConfig};
+use mmkd_nn::optim::{LrSchedule, OptimConfig};
 use mmkd_student_kd::SgfdConfig;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -46,22 +46,22 @@ pub struct RunConfig {
     pub optim: OptimConfig,
     pub schedule: LrSchedule,
     pub mf: MfConfig,
-    pub bm3: mmkd_backbones::bm3::Bm3Config,
-    pub grcn: mmkd_backbones::grcn::GrcnConfig,
-    pub maml: mmkd_backbones::maml::MamlConfig,
-    pub neumf: mmkd_backbones::neumf::NeuMfConfig,
-    pub cml: mmkd_backbones::cml::CmlConfig,
-    pub ngcf: mmkd_backbones::ngcf::NgcfConfig,
-    pub dgcf: mmkd_backbones::dgcf::DgcfConfig,
+    pub bm3: mmkd_backbones::mm::bm3::Bm3Config,
+    pub grcn: mmkd_backbones::mm::grcn::GrcnConfig,
+    pub maml: mmkd_backbones::mm::maml::MamlConfig,
+    pub neumf: mmkd_backbones::cf::neumf::NeuMfConfig,
+    pub cml: mmkd_backbones::cf::cml::CmlConfig,
+    pub ngcf: mmkd_backbones::cf::ngcf::NgcfConfig,
+    pub dgcf: mmkd_backbones::cf::dgcf::DgcfConfig,
     pub sgfd: SgfdConfig,
     pub projection: ProjectionConfig,
     /// Sequential data: k-core, maximum input length, test share.
     pub seq_data: mmkd_data::sequential::SeqOptions,
     /// What every sequential model shares (embedding width, batch, cutoffs, modality tables).
-    pub seq: mmkd_backbones::seq_train::SeqConfig,
-    pub mmsr: mmkd_backbones::mmsr_sequential::MmsrConfig,
-    pub sasrec: mmkd_backbones::sasrec::SasRecConfig,
-    pub gru4rec: mmkd_backbones::gru4rec::Gru4RecConfig,
+    pub seq: mmkd_backbones::seq::recommender::SeqConfig,
+    pub mmsr: mmkd_backbones::seq::mmsr::MmsrConfig,
+    pub sasrec: mmkd_backbones::seq::sasrec::SasRecConfig,
+    pub gru4rec: mmkd_backbones::seq::gru4rec::Gru4RecConfig,
     /// The autoencoder that compresses each modality's features for the sequential models.
     pub ae: mmkd_teacher::kdsr::AeConfig,
     /// KDSR's correlation distillation (`train --kdsr`).

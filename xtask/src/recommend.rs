@@ -139,7 +139,7 @@ fn run_sequential(args: &RecommendArgs) -> anyhow::Result<()> {
     };
     let seq = &p.data.sequences[user];
     let input = &seq[seq.len().saturating_sub(p.data.max_len)..];
-    let batch = mmkd_backbones::seq_model::SeqBatch::new(&[input], None, &p.device)?;
+    let batch = mmkd_backbones::seq::model::SeqBatch::new(&[input], None, &p.device)?;
     let tables = model.tables()?;
     let scores = model.logits(&batch, &tables, None)?.flatten_all()?.to_vec1::<f32>()?; // item j + 1 at j
     let history: Vec<u32> = seq.iter().map(|&i| i - 1).collect();

@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, ValueEnum};
-use mmkd_backbones::mf::Mf;
-use mmkd_backbones::pop::Popularity;
+use mmkd_backbones::cf::mf::Mf;
+use mmkd_backbones::cf::pop::Popularity;
 use mmkd_backbones::train::{training_view, FullRanking, TrainOutcome};
 use mmkd_backbones::{Dims, Recommender};
 use mmkd_features::{FeatureExtractor, FeatureStore, Projection};
@@ -221,23 +221,25 @@ impl TrainArgs {
             }
             ModelKind::Bm3 => {
                 let ex = build(features)?.with_context(|| needs("bm3"))?;
-                Box::new(mmkd_backbones::bm3::Bm3::new(vb, &vars, &cfg.bm3, dims, &view.train, ex, &device)?)
+                Box::new(mmkd_backbones::mm::bm3::Bm3::new(vb, &vars, &cfg.bm3, dims, &view.train, ex, &device)?)
             }
             ModelKind::Grcn => {
                 let ex = build(features)?.with_context(|| needs("grcn"))?;
-                Box::new(mmkd_backbones::grcn::Grcn::new(vb, &vars, &cfg.grcn, dims, &view.train, ex, &device)?)
+                Box::new(mmkd_backbones::mm::grcn::Grcn::new(vb, &vars, &cfg.grcn, dims, &view.train, ex, &device)?)
             }
             ModelKind::Maml => {
                 let ex = build(features)?.with_context(|| needs("maml"))?;
-                Box::new(mmkd_backbones::maml::Maml::new(vb, &vars, &cfg.maml, dims, &view.train, ex, &device)?)
+                Box::new(mmkd_backbones::mm::maml::Maml::new(vb, &vars, &cfg.maml, dims, &view.train, ex, &device)?)
             }
-            ModelKind::Neumf => Box::new(mmkd_backbones::neumf::NeuMf::new(vb, &vars, &cfg.neumf, dims, &view.train)?),
-            ModelKind::Cml => Box::new(mmkd_backbones::cml::Cml::new(vb, &vars, &cfg.cml, dims, &view.train)?),
+            ModelKind::Neumf => {
+                Box::new(mmkd_backbones::cf::neumf::NeuMf::new(vb, &vars, &cfg.neumf, dims, &view.train)?)
+            }
+            ModelKind::Cml => Box::new(mmkd_backbones::cf::cml::Cml::new(vb, &vars, &cfg.cml, dims, &view.train)?),
             ModelKind::Ngcf => {
-                Box::new(mmkd_backbones::ngcf::Ngcf::new(vb, &vars, &cfg.ngcf, dims, &view.train, &device)?)
+                Box::new(mmkd_backbones::cf::ngcf::Ngcf::new(vb, &vars, &cfg.ngcf, dims, &view.train, &device)?)
             }
             ModelKind::Dgcf => {
-                Box::new(mmkd_backbones::dgcf::Dgcf::new(vb, &vars, &cfg.dgcf, dims, &view.train, &device)?)
+                Box::new(mmkd_backbones::cf::dgcf::Dgcf::new(vb, &vars, &cfg.dgcf, dims, &view.train, &device)?)
             }
             ModelKind::Mmsr | ModelKind::Sasrec | ModelKind::Gru4rec => {
                 bail!("--model {} is sequential: it trains on the sequential layout", self.model.name())

@@ -1,6 +1,6 @@
 //! `cargo xtask train --model mmsr|sasrec|gru4rec [--kdsr] --data DIR --out DIR` (and `--model pop` on the
 //! sequential layout): load the sequences, compress each modality's features with the autoencoder, build the
-//! encoder (and KDSR's teacher and student), and run `mmkd_backbones::seq_train::train_sequential`.
+//! encoder (and KDSR's teacher and student), and run `mmkd_backbones::seq::recommender::train_sequential`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,9 +8,11 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use mmkd_backbones::seq_kdsr::KdsrAux;
-use mmkd_backbones::seq_model::SeqEncoder;
-use mmkd_backbones::seq_train::{popularity_sequential, split_instances, ModalityInit, NextItem, SeqAux, SeqRecommender};
+use mmkd_backbones::seq::kdsr::KdsrAux;
+use mmkd_backbones::seq::model::SeqEncoder;
+use mmkd_backbones::seq::recommender::{
+    popularity_sequential, split_instances, ModalityInit, NextItem, SeqAux, SeqRecommender,
+};
 use mmkd_data::sequential::SeqDataset;
 use mmkd_features::FeatureStore;
 use toml::Value;
@@ -95,9 +97,9 @@ pub fn prepare(args: &TrainArgs) -> anyhow::Result<SeqPrepared> {
     let kind = args.model;
     let build = |vb: candle_nn::VarBuilder| -> mmkd_backbones::Result<Box<dyn SeqEncoder>> {
         Ok(match kind {
-            ModelKind::Mmsr => Box::new(mmkd_backbones::mmsr_sequential::Mmsr::new(vb.pp("mmsr"), &cfg.mmsr, d)?),
-            ModelKind::Sasrec => Box::new(mmkd_backbones::sasrec::SasRec::new(vb.pp("sasrec"), &cfg.sasrec, d)?),
-            _ => Box::new(mmkd_backbones::gru4rec::Gru4Rec::new(vb.pp("gru4rec"), &cfg.gru4rec, d)?),
+            ModelKind::Mmsr => Box::new(mmkd_backbones::seq::mmsr::Mmsr::new(vb.pp("mmsr"), &cfg.mmsr, d)?),
+            ModelKind::Sasrec => Box::new(mmkd_backbones::seq::sasrec::SasRec::new(vb.pp("sasrec"), &cfg.sasrec, d)?),
+            _ => Box::new(mmkd_backbones::seq::gru4rec::Gru4Rec::new(vb.pp("gru4rec"), &cfg.gru4rec, d)?),
         })
     };
     let model = SeqRecommender::new(&vb, &vars, &cfg.seq, &init, build, aux, Arc::clone(&data), train)?;

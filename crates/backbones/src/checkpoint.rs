@@ -21,7 +21,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::optim::sorted_named_vars;
+use mmkd_nn::optim::sorted_named_vars;
 
 /// Model variables at the best evaluation (plain variable names, loadable with `VarMap::load`).
 pub const BEST_FILE: &str = "best.safetensors";
@@ -63,7 +63,8 @@ pub fn save_checkpoint<S: Serialize>(
     for (name, t) in optimizer {
         tensors.push((format!("{OPTIM_PREFIX}{name}"), t.to_device(&Device::Cpu)?));
     }
-    let state = serde_json::to_string(state).map_err(|e| Error::Checkpoint { path: path.clone(), message: e.to_string() })?;
+    let state =
+        serde_json::to_string(state).map_err(|e| Error::Checkpoint { path: path.clone(), message: e.to_string() })?;
     let metadata = HashMap::from([(STATE_KEY.to_string(), state)]);
     let bytes = safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))
         .map_err(|e| Error::Checkpoint { path: path.clone(), message: e.to_string() })?;
@@ -119,7 +120,8 @@ pub fn read_checkpoint_state<S: for<'de> Deserialize<'de>>(dir: &Path) -> Result
     let mut header = vec![0u8; n as usize];
     file.read_exact(&mut header).map_err(|source| Error::Io { path: path.clone(), source })?;
     let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
-    let state = header["__metadata__"][STATE_KEY].as_str().ok_or_else(|| bad("no trainer state in the metadata".into()))?;
+    let state =
+        header["__metadata__"][STATE_KEY].as_str().ok_or_else(|| bad("no trainer state in the metadata".into()))?;
     serde_json::from_str(state).map(Some).map_err(|e| bad(format!("trainer state: {e}")))
 }
 

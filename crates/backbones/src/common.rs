@@ -2,10 +2,10 @@
 //! seeded stream, the two embedding-L2 conventions, batches of an epoch, the input checks (the id-only CF
 //! baselines), and [`DotScores`], the evaluation cache of every dot-product scorer (BM3, NGCF, DGCF).
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use mmkd_data::{Csr, NegativeSampler};
 use rand::seq::SliceRandom;
-use rand::{Rng, RngCore};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -124,57 +124,6 @@ pub fn sample_epoch(
         })
         .collect()
 }
-
-/// Inverted dropout (`nn.Dropout` in training mode): each entry is kept with probability `1 − p` and scaled
-/// by `1/(1 − p)`. The mask is drawn from `rng` (one `u32` per entry, row-major); `p = 0` returns `x` and
-/// draws nothing. Errors if `p` is outside `[0, 1)`.
-pub fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-    if !(0.0..1.0).contains(&p) {
-        return Err(Error::Config(format!("dropout: p must lie in [0, 1), got {p}")));
-    }
-    if p == 0.0 {
-        return Ok(x.clone());
-    }
-    // An entry is dropped when its draw falls below p·2³², so P(drop) = p up to 2⁻³².
-    let threshold = (p * 4_294_967_296.0) as u64;
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let mask: Vec<f32> =
-        (0..x.elem_count()).map(|_| if u64::from(rng.next_u32()) < threshold { 0.0 } else { keep }).collect();
-    let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?;
-    Ok((x * mask)?)
-}
-
-/// The two embedding-L2 conventions of the references (spec §0), both on a batch's gathered rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RegForm {
-    /// `Σ_X ½‖X‖_F² / B` (TensorFlow `l2_loss`, the official NGCF and DGCF codes).
-    #[default]
-    HalfSq,
-    /// `Σ_X ‖X‖_F / B`, Frobenius norms not squared (RecBole `EmbLoss` with `require_pow=False`).
-    Norm,
-}
-
-/// The embedding regulariser of `rows` (each `(B, ·)`) in `form`, divided by `batch` = B. Unweighted.
-pub fn emb_reg(rows: &[&Tensor], form: RegForm, batch: usize) -> Result<Tensor> {
-    let Some(first) = rows.first() else {
-        return Err(Error::Shape("emb_reg: no tensor given".into()));
-    };
-    if batch == 0 {
-        return Err(Error::Shape("emb_reg: the batch size must be at least 1".into()));
-    }
-    let mut sum = Tensor::zeros((), first.dtype(), first.device())?;
-    for x in rows {
-        let sq = x.sqr()?.sum_all()?;
-        let term = match form {
-            RegForm::HalfSq => sq.affine(0.5, 0.0)?,
-            RegForm::Norm => sq.sqrt()?,
-        };
-        sum = (sum + term)?;
-    }
-    Ok(sum.affine(1.0 / batch as f64, 0.0)?)
-}
-
 
 /// A batch's named terms with the total last (as the CF baselines' `batch_losses` return them) as
 /// [`StepLosses`].

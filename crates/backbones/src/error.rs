@@ -15,6 +15,8 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
+    Nn(#[from] mmkd_nn::Error),
+    #[error(transparent)]
     Features(#[from] mmkd_features::Error),
     #[error(transparent)]
     Data(#[from] mmkd_data::Error),

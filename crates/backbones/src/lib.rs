@@ -1,31 +1,22 @@
-//! Recommenders that take their item features from a [`mmkd_features::FeatureExtractor`], and what they share:
-//! sparse graph propagation ([`graph`]) and the optimisers of the reference codes ([`optim`]).
-//! Models with item features: [`bm3`], [`grcn`], [`maml`]; id-only baselines: [`neumf`], [`cml`], [`ngcf`],
-//! [`dgcf`] (sharing [`common`]), [`mf`] (BPR matrix factorisation) and [`pop`] (popularity); the trainer is
-//! [`train`]. The sequential models come with the next issue.
+//! Recommenders and how they train. By family:
+//! - [`mm`]: the multimodal recommenders SGFD plugs into (BM3, GRCN, MAML), each taking its item features from
+//!   a [`mmkd_features::FeatureExtractor`];
+//! - [`cf`]: the id-only baselines (NeuMF, CML, NGCF, DGCF), BPR matrix factorisation and popularity;
+//! - [`seq`]: the sequential recommenders (MMSR, SASRec, GRU4Rec) and KDSR as their auxiliary objective.
+//!
+//! What they share: the seams ([`model`]: [`Backbone`], [`Recommender`]), the one step loop ([`step`]), the
+//! one trainer ([`train`]: protocols, selection, early stopping, resume) with its files ([`checkpoint`]), the
+//! losses ([`loss`]) and the epoch samplers ([`common`]). Sparse propagation and the optimisers live one
+//! crate lower, in `mmkd-nn`.
 
-pub mod bm3;
+pub mod cf;
 pub mod checkpoint;
-pub mod cml;
 pub mod common;
-pub mod dgcf;
 pub mod error;
-pub mod graph;
-pub mod grcn;
-pub mod gru4rec;
-pub mod maml;
-pub mod mf;
-pub mod mmsr_sequential;
+pub mod loss;
+pub mod mm;
 pub mod model;
-pub mod neumf;
-pub mod ngcf;
-pub mod optim;
-pub mod pop;
-pub mod sasrec;
-pub mod seq_kdsr;
-pub mod seq_model;
-pub mod seq_train;
-pub mod seqnn;
+pub mod seq;
 pub mod step;
 pub mod train;
 

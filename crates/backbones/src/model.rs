@@ -9,7 +9,7 @@ use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
-use crate::optim::sorted_vars;
+use mmkd_nn::optim::sorted_vars;
 
 /// Sizes that come from the data, never from a config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::{Backbone, EpochCtx, EpochStats};
-use crate::optim::{self, AnyOptimizer, OptimConfig};
+use mmkd_nn::optim::{self, AnyOptimizer, OptimConfig};
 
 /// Seconds between two progress lines of a long epoch.
 const PROGRESS_SECS: f64 = 10.0;
@@ -137,7 +137,13 @@ pub fn fit_epoch<M: Backbone + ?Sized>(
         *sums.entry("total".into()).or_insert(0.0) += total;
         n_batches += 1;
         if !total.is_finite() {
-            tracing::warn!(model = model.name(), epoch = ctx.epoch, step, total, "non-finite loss: not stepped, epoch ended");
+            tracing::warn!(
+                model = model.name(),
+                epoch = ctx.epoch,
+                step,
+                total,
+                "non-finite loss: not stepped, epoch ended"
+            );
             break;
         }
         optimizers.backward_step(&losses.total)?;
@@ -156,7 +162,13 @@ pub fn fit_epoch<M: Backbone + ?Sized>(
             );
         }
     }
-    tracing::debug!(model = model.name(), epoch = ctx.epoch, steps = n_batches, secs = started.elapsed().as_secs_f64(), "epoch trained");
+    tracing::debug!(
+        model = model.name(),
+        epoch = ctx.epoch,
+        steps = n_batches,
+        secs = started.elapsed().as_secs_f64(),
+        "epoch trained"
+    );
     let losses = sums.into_iter().map(|(k, v)| (k, v / n_batches.max(1) as f64)).collect();
     Ok(EpochStats { losses, n_batches })
 }

@@ -1,6 +1,6 @@
 //! The trainer: epochs, evaluation, early stopping, checkpoints and resume, for any [`Backbone`] with an
 //! [`Evaluator`] (spec `eval-protocol.md` §5): the user–item models with [`FullRanking`], the sequential
-//! ones with [`crate::seq_train::NextItem`].
+//! ones with [`crate::seq::recommender::NextItem`].
 //!
 //! # Protocols
 //! - [`Protocol::Holdout`] (default): the model trains on a view with a validation split carved out of
@@ -48,15 +48,15 @@ use mmkd_data::{Csr, Dataset};
 use mmkd_eval::{EvalConfig, EvalResult, NdcgForm};
 use serde::{Deserialize, Serialize};
 
-pub use crate::checkpoint::{BEST_FILE, CHECKPOINT_FILE, METRICS_FILE, RESULT_FILE, TEST_PER_USER_FILE};
 use crate::checkpoint::{
-    append_line, assign_vars, load_checkpoint, load_vars, read_json, remove_stale_temporaries, save_checkpoint, save_vars,
-    trim_metrics, write_file, write_json,
+    append_line, assign_vars, load_checkpoint, load_vars, read_json, remove_stale_temporaries, save_checkpoint,
+    save_vars, trim_metrics, write_file, write_json,
 };
+pub use crate::checkpoint::{BEST_FILE, CHECKPOINT_FILE, METRICS_FILE, RESULT_FILE, TEST_PER_USER_FILE};
 use crate::error::{Error, Result};
 use crate::model::{Backbone, EpochCtx, Recommender};
-use crate::optim::{LrSchedule, OptimConfig};
 use crate::step::{fit_epoch, Optimizers};
+use mmkd_nn::optim::{LrSchedule, OptimConfig};
 
 /// Which split selects the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -514,12 +514,19 @@ pub fn train<M: Backbone + ?Sized>(
 pub fn full_ranking_metrics(eval: &EvalConfig) -> Vec<String> {
     eval.ks
         .iter()
-        .flat_map(|&k| mmkd_eval::METRICS.iter().chain([&mmkd_eval::RECALL_MICRO]).map(move |m| mmkd_eval::metric_name(m, k)))
+        .flat_map(|&k| {
+            mmkd_eval::METRICS.iter().chain([&mmkd_eval::RECALL_MICRO]).map(move |m| mmkd_eval::metric_name(m, k))
+        })
         .collect()
 }
 
 /// Full-ranking metrics of `model` with the items of `seen` masked, against `truth`.
-pub fn evaluate_model<M: Recommender + ?Sized>(model: &M, seen: &Csr, truth: &Csr, eval: &EvalConfig) -> Result<EvalResult> {
+pub fn evaluate_model<M: Recommender + ?Sized>(
+    model: &M,
+    seen: &Csr,
+    truth: &Csr,
+    eval: &EvalConfig,
+) -> Result<EvalResult> {
     let score = |users: &[u32]| {
         model.score_users(users).map_err(|e| match e {
             Error::Candle(e) => e,

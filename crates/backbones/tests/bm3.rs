@@ -8,9 +8,13 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Module, VarMap};
-use mmkd_backbones::bm3::{cosine_alignment_loss, dropout_rows, emb_loss, Bm3, Bm3Config};
-use mmkd_backbones::graph::sym_normalized;
-use mmkd_backbones::optim::{self, OptimConfig};
+use mmkd_backbones::loss::{cosine_alignment_loss, dropout_rows, emb_reg, RegForm};
+use mmkd_backbones::mm::bm3::{Bm3, Bm3Config};
+
+/// MMRec's `EmbLoss()(u, i)`: `(‖u‖_F + ‖i‖_F) / rows(i)`, as BM3 computes it.
+fn emb_loss(u: &Tensor, i: &Tensor) -> mmkd_backbones::Result<Tensor> {
+    emb_reg(&[u, i], RegForm::Norm, i.dim(0)?)
+}
 use mmkd_backbones::{fit_epoch, Backbone, Dims, EpochCtx, EpochStats, Optimizers, Recommender};
 use mmkd_data::{Csr, Dataset, Labels};
 use mmkd_eval::{evaluate, EvalConfig};
@@ -18,6 +22,8 @@ use mmkd_features::testing::grad_check;
 use mmkd_features::{
     seeded_var_builder, FeatureExtractor, FeatureMatrix, FeatureStore, Mode, Projection, ProjectionConfig,
 };
+use mmkd_nn::graph::sym_normalized;
+use mmkd_nn::optim::{self, OptimConfig};
 use mmkd_student_kd::{build_extractor, preset, SgfdConfig};
 
 const CPU: Device = Device::Cpu;
@@ -282,8 +288,7 @@ fn build(data: &Tiny, kind: Kind, seed: u64) -> Bm3 {
 
 /// `epochs` epochs of Adam at [`LR`]; the stats of each epoch.
 fn train(model: &mut Bm3, _data: &Tiny, seed: u64, epochs: usize) -> Vec<EpochStats> {
-    let mut opt =
-        Optimizers::new(&*model, &OptimConfig { lr: LR, ..Default::default() }).unwrap();
+    let mut opt = Optimizers::new(&*model, &OptimConfig { lr: LR, ..Default::default() }).unwrap();
     let mut rng = mmkd_data::stream(seed, "batches");
     (0..epochs)
         .map(|epoch| {

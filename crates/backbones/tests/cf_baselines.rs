@@ -9,22 +9,23 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use mmkd_backbones::cml::{clip_rows, covariance_loss, metric_loss, Cml, CmlConfig, CovForm, MetricLossForm};
-use mmkd_backbones::common::{emb_reg, sample_epoch, RegForm, Sampler};
-use mmkd_backbones::dgcf::{
+use mmkd_backbones::cf::cml::{metric_loss, Cml, CmlConfig, MetricLossForm};
+use mmkd_backbones::cf::dgcf::{
     cor_loss, distance_correlation, route, CorPairs, Dgcf, DgcfConfig, DgcfGraph, LayerPooling,
 };
-use mmkd_backbones::graph::{propagate_mean, sym_normalized};
-use mmkd_backbones::neumf::{bce_with_logits, NeuMf, NeuMfConfig};
-use mmkd_backbones::ngcf::{
+use mmkd_backbones::cf::neumf::{bce_with_logits, NeuMf, NeuMfConfig};
+use mmkd_backbones::cf::ngcf::{
     edge_dropout, ngcf_layer, row_normalized_with_self_loops, Ngcf, NgcfConfig, NgcfLayer, NgcfVariant,
 };
-use mmkd_backbones::optim::{self, OptimConfig};
+use mmkd_backbones::common::{sample_epoch, Sampler};
+use mmkd_backbones::loss::{clip_rows, covariance_loss, emb_reg, CovForm, RegForm};
 use mmkd_backbones::{fit_epoch, Backbone, Dims, EpochCtx, EpochStats, Optimizers, Recommender};
 use mmkd_data::{Csr, Dataset};
 use mmkd_eval::{evaluate, EvalConfig};
 use mmkd_features::seeded_var_builder;
 use mmkd_features::testing::grad_check;
+use mmkd_nn::graph::{propagate_mean, sym_normalized};
+use mmkd_nn::optim::{self, OptimConfig};
 use rand::Rng;
 
 const CPU: Device = Device::Cpu;
@@ -251,7 +252,7 @@ fn samplers_follow_the_spec_schemes() {
 fn bpr_and_regularisers_match_hand_values() {
     // T7: softplus(−0) = ln 2, softplus(−2) = 0.126928.
     let diff = Tensor::new(&[0.0f64, 2.0], &CPU).unwrap();
-    let bpr = scalar(&mmkd_backbones::mf::bpr_loss(&diff).unwrap());
+    let bpr = scalar(&mmkd_backbones::loss::bpr_loss(&diff).unwrap());
     assert!((bpr - (0.693147 + 0.126928) / 2.0).abs() < 1e-6, "{bpr}");
     // ½(9 + 16 + 1) / 2 and (5 + 1) / 2.
     let a = tensor(&[&[3.0, 4.0], &[0.0, 0.0]]);
@@ -396,7 +397,8 @@ fn cml_model_scores_clips_and_weighs_by_its_catalogue() {
         ..Default::default()
     };
     let varmap = VarMap::new();
-    let model = Cml::new(f64_builder(&varmap, 1), &varmap, &cfg, Dims { n_users: 2, n_items: 4 }, &toy_cml_train()).unwrap();
+    let model =
+        Cml::new(f64_builder(&varmap, 1), &varmap, &cfg, Dims { n_users: 2, n_items: 4 }, &toy_cml_train()).unwrap();
     set(&varmap, "user_emb.weight", &[&[0.6, 0.0], &[3.0, 4.0]]);
     set(&varmap, "item_emb.weight", &[&[0.0, 0.8], &[0.6, 0.5], &[-0.6, 0.0], &[0.6, -0.8]]);
     // Scores are −δ: T4's distances for user 0; (3, 4) to (0, 0.8) is 9 + 10.24 away.
@@ -432,7 +434,8 @@ fn cml_model_scores_clips_and_weighs_by_its_catalogue() {
     // With the covariance term on, it is reported and added.
     let cfg = CmlConfig { use_cov_loss: true, cov_loss_weight: 2.0, ..cfg };
     let varmap2 = VarMap::new();
-    let model2 = Cml::new(f64_builder(&varmap2, 1), &varmap2, &cfg, Dims { n_users: 2, n_items: 4 }, &toy_cml_train()).unwrap();
+    let model2 =
+        Cml::new(f64_builder(&varmap2, 1), &varmap2, &cfg, Dims { n_users: 2, n_items: 4 }, &toy_cml_train()).unwrap();
     let named = model2.batch_losses(&[0], &[0], &[1, 2, 3]).unwrap();
     let (eu, ei) = model2.embeddings();
     let cov = 2.0 * scalar(&covariance_loss(&Tensor::cat(&[ei, eu], 0).unwrap(), CovForm::OffdiagSum).unwrap());
@@ -464,8 +467,7 @@ fn ngcf_t1(variant: NgcfVariant) -> Ngcf {
 fn ngcf_matches_t1_both_variants() {
     let mut model = ngcf_t1(NgcfVariant::Recbole);
     let side = rows(
-        &mmkd_backbones::graph::spmm(model.adjacency(), &model.forward(None).unwrap().narrow(1, 0, 2).unwrap())
-            .unwrap(),
+        &mmkd_nn::sparse::spmm(model.adjacency(), &model.forward(None).unwrap().narrow(1, 0, 2).unwrap()).unwrap(),
     );
     assert_close(
         &side,
@@ -624,7 +626,7 @@ fn ngcf_dropouts_only_in_training_mode() {
     let dropped = edge_dropout(&a, 0.25, &mut rng).unwrap();
     let share = dropped.nnz() as f64 / a.nnz() as f64;
     assert!((share - 0.75).abs() < 0.05, "{share}");
-    let sum = |m: &mmkd_backbones::graph::SparseMatrix| m.values().iter().map(|&v| f64::from(v)).sum::<f64>();
+    let sum = |m: &mmkd_nn::sparse::SparseMatrix| m.values().iter().map(|&v| f64::from(v)).sum::<f64>();
     assert!((sum(&dropped) / sum(&a) - 1.0).abs() < 0.1);
 }
 
@@ -991,8 +993,14 @@ fn same_seed_same_losses_and_scores() {
                 Box::new(NeuMf::new(vb, &varmap, &cfg, dims, &ds.train).unwrap())
             }
             1 => Box::new(
-                Cml::new(vb, &varmap, &CmlConfig { embed_dim: 16, batch_size: 256, ..Default::default() }, dims, &ds.train)
-                    .unwrap(),
+                Cml::new(
+                    vb,
+                    &varmap,
+                    &CmlConfig { embed_dim: 16, batch_size: 256, ..Default::default() },
+                    dims,
+                    &ds.train,
+                )
+                .unwrap(),
             ),
             2 => {
                 let cfg = NgcfConfig {

@@ -11,13 +11,13 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use mmkd_backbones::grcn::{segment_softmax, Grcn, GrcnConfig};
-use mmkd_backbones::optim::OptimConfig;
+use mmkd_backbones::mm::grcn::{segment_softmax, Grcn, GrcnConfig};
 use mmkd_backbones::{fit_epoch, Backbone, Dims, EpochCtx, EpochStats, Optimizers, Recommender};
 use mmkd_data::{Dataset, Labels};
 use mmkd_eval::{evaluate, EvalConfig, EvalResult};
 use mmkd_features::testing::grad_check;
 use mmkd_features::{seeded_var_builder, FeatureExtractor, FeatureMatrix, FeatureStore, Projection, ProjectionConfig};
+use mmkd_nn::optim::OptimConfig;
 use mmkd_synth::{generate, Preset};
 use rand::Rng;
 

@@ -9,14 +9,14 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarMap};
-use mmkd_backbones::cml::{clip_rows, covariance_loss, CovForm};
-use mmkd_backbones::maml::{attention_weights, feature_loss, hinge_rank_loss, weighted_distance, Maml, MamlConfig};
-use mmkd_backbones::optim::{self, OptimConfig};
+use mmkd_backbones::loss::{clip_rows, covariance_loss, CovForm};
+use mmkd_backbones::mm::maml::{attention_weights, feature_loss, hinge_rank_loss, weighted_distance, Maml, MamlConfig};
 use mmkd_backbones::{fit_epoch, Backbone, Dims, EpochCtx, EpochStats, Optimizers, Recommender};
 use mmkd_data::{Dataset, Labels};
 use mmkd_eval::{evaluate, EvalConfig};
 use mmkd_features::testing::grad_check;
 use mmkd_features::{seeded_var_builder, FeatureExtractor, FeatureMatrix, FeatureStore, Projection, ProjectionConfig};
+use mmkd_nn::optim::{self, OptimConfig};
 use mmkd_student_kd::{build_extractor, preset, SgfdConfig};
 
 const CPU: Device = Device::Cpu;

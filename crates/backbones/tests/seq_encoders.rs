@@ -6,11 +6,11 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use mmkd_backbones::gru4rec::{Gru4Rec, Gru4RecConfig};
-use mmkd_backbones::mmsr_sequential::{Mmsr, MmsrConfig, SeqPooling};
-use mmkd_backbones::sasrec::{SasRec, SasRecConfig};
-use mmkd_backbones::seq_model::{ItemTables, SeqBatch, SeqEncoder};
-use mmkd_backbones::seqnn::InputFusion;
+use mmkd_backbones::seq::gru4rec::{Gru4Rec, Gru4RecConfig};
+use mmkd_backbones::seq::mmsr::{Mmsr, MmsrConfig, SeqPooling};
+use mmkd_backbones::seq::model::{ItemTables, SeqBatch, SeqEncoder};
+use mmkd_backbones::seq::nn::InputFusion;
+use mmkd_backbones::seq::sasrec::{SasRec, SasRecConfig};
 use mmkd_features::seeded_var_builder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -8,17 +8,17 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use mmkd_backbones::gru4rec::{Gru4Rec, Gru4RecConfig};
-use mmkd_backbones::mmsr_sequential::{Mmsr, MmsrConfig};
-use mmkd_backbones::optim::{LrSchedule, OptimConfig};
-use mmkd_backbones::sasrec::{SasRec, SasRecConfig};
-use mmkd_backbones::seq_kdsr::KdsrAux;
-use mmkd_backbones::seq_model::SeqEncoder;
-use mmkd_backbones::seq_train::{
+use mmkd_backbones::seq::gru4rec::{Gru4Rec, Gru4RecConfig};
+use mmkd_backbones::seq::kdsr::KdsrAux;
+use mmkd_backbones::seq::mmsr::{Mmsr, MmsrConfig};
+use mmkd_backbones::seq::model::SeqEncoder;
+use mmkd_backbones::seq::recommender::{
     popularity_sequential, split_instances, ModalityInit, NextItem, SeqAux, SeqConfig, SeqRecommender,
 };
+use mmkd_backbones::seq::sasrec::{SasRec, SasRecConfig};
 use mmkd_backbones::{fit_epoch, train, EpochCtx, Optimizers, Protocol, Selection, TrainConfig};
 use mmkd_data::sequential::{SeqDataset, SeqOptions};
+use mmkd_nn::optim::{LrSchedule, OptimConfig};
 use mmkd_student_kd::kdsr::KdsrConfig;
 use mmkd_synth::sequential::{generate_sequential, SeqPreset};
 use mmkd_teacher::kdsr::AeConfig;
@@ -304,7 +304,14 @@ fn a_sequential_run_resumes_to_the_uninterrupted_result() -> R<()> {
     let fx = fixture(2)?;
     for selection in [Selection::Criterion, Selection::AnyMetric] {
         let protocol = if selection == Selection::AnyMetric { Protocol::Reference } else { Protocol::Holdout };
-        let cfg = TrainConfig { epochs: 4, protocol, criterion: "hr@20".into(), seed: 3, selection, ..TrainConfig::default() };
+        let cfg = TrainConfig {
+            epochs: 4,
+            protocol,
+            criterion: "hr@20".into(),
+            seed: 3,
+            selection,
+            ..TrainConfig::default()
+        };
         let whole = temp_dir(&format!("whole-{selection:?}"));
         let parts = temp_dir(&format!("parts-{selection:?}"));
         let a = train_run(&fx, &cfg, &whole, false)?;

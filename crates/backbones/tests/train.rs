@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
-use mmkd_backbones::mf::{Mf, MfConfig};
-use mmkd_backbones::optim::{LrSchedule, OptimConfig};
-use mmkd_backbones::pop::Popularity;
+use mmkd_backbones::cf::mf::{Mf, MfConfig};
+use mmkd_backbones::cf::pop::Popularity;
 use mmkd_backbones::train::{train, training_view, FullRanking, Protocol, TrainConfig, TrainOutcome};
 use mmkd_backbones::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use mmkd_data::{Dataset, Labels};
@@ -16,6 +15,7 @@ use mmkd_eval::EvalConfig;
 use mmkd_features::{
     seeded_var_builder, FeatureExtractor, FeatureMatrix, FeatureStore, Normalization, Projection, ProjectionConfig,
 };
+use mmkd_nn::optim::{LrSchedule, OptimConfig};
 use serde_json::Value;
 
 /// The `tiny` preset (seed 0) as a data set, and its features standardised per column.
@@ -73,7 +73,13 @@ fn try_run<M: Recommender + ?Sized>(
     train(model, &evaluator, cfg, optim, &LrSchedule::Constant, out, resume, &Device::Cpu)
 }
 
-fn run<M: Recommender + ?Sized>(model: &mut M, ds: &Dataset, cfg: &TrainConfig, out: &Path, resume: bool) -> TrainOutcome {
+fn run<M: Recommender + ?Sized>(
+    model: &mut M,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+) -> TrainOutcome {
     let optim = OptimConfig { lr: LR, ..OptimConfig::default() };
     try_run(model, ds, cfg, &optim, out, resume).unwrap()
 }
@@ -294,7 +300,7 @@ fn a_non_finite_loss_stops_training_and_reports_the_best_epoch_before_it() {
     let lines = metrics_without_secs(&dir);
     assert_eq!(lines[2]["diverged"], Value::Bool(true));
     assert!(lines[2]["losses"]["total"].is_null(), "{}", lines[2]); // NaN is written as null
-    // Diverging before any evaluation is an error that says so.
+                                                                    // Diverging before any evaluation is an error that says so.
     let mut model = NanAt { inner: mf(&view, None, 0), at: 1, epoch: 0 };
     let optim = OptimConfig { lr: LR, ..OptimConfig::default() };
     let err = try_run(&mut model, &ds, &cfg, &optim, &dir, false).unwrap_err();

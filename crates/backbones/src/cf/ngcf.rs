@@ -42,10 +42,12 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_train_shape, dropout, emb_reg, into_step, sample_epoch, DotScores, RegForm, Sampler, TripleBatch};
-use crate::graph::{spmm, sym_normalized, SparseMatrix, SparsePattern};
+use crate::common::{check_train_shape, into_step, sample_epoch, DotScores, Sampler, TripleBatch};
+use crate::loss::{dropout, emb_reg, RegForm};
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
+use mmkd_nn::graph::sym_normalized;
+use mmkd_nn::sparse::{spmm, SparseMatrix, SparsePattern};
 
 /// LeakyReLU slope of both NGCF codes (`tf.nn.leaky_relu` default, RecBole `negative_slope=0.2`).
 const LRELU_SLOPE: f64 = 0.2;
@@ -192,7 +194,7 @@ pub fn row_normalized_with_self_loops(train: &Csr) -> Result<SparseMatrix> {
         let row = by_item.row(i);
         push_row(n_users + i, &mut row.iter().copied(), row.len());
     }
-    SparseMatrix::from_pattern(SparsePattern::from_coo(n_nodes, n_nodes, &rows, &cols)?, values)
+    Ok(SparseMatrix::from_pattern(SparsePattern::from_coo(n_nodes, n_nodes, &rows, &cols)?, values)?)
 }
 
 /// `a` with every entry dropped with probability `p` and the kept ones scaled by `1/(1 − p)` (both codes'
@@ -214,7 +216,7 @@ pub fn edge_dropout(a: &SparseMatrix, p: f64, rng: &mut ChaCha8Rng) -> Result<Sp
             values.push((f64::from(v) * scale) as f32);
         }
     }
-    SparseMatrix::from_coo(a.n_rows(), a.n_cols(), &rows, &cols, values)
+    Ok(SparseMatrix::from_coo(a.n_rows(), a.n_cols(), &rows, &cols, values)?)
 }
 
 /// The NGCF model. Keys under its `vb`: `user_emb.weight` `(n_users, d)`, `item_emb.weight` `(n_items, d)`,
@@ -368,7 +370,7 @@ impl Ngcf {
         let pos = e.index_select(&node(&batch.positives)?, 0)?; // (b, out_dim)
         let neg = e.index_select(&node(&batch.negatives)?, 0)?; // (b, out_dim)
         let diff = (&u * (&pos - &neg)?)?.sum(1)?; // (b,): ŷ⁺ − ŷ⁻
-        let bpr = crate::mf::bpr_loss(&diff)?;
+        let bpr = crate::loss::bpr_loss(&diff)?;
         let reg = emb_reg(&[&u, &pos, &neg], self.cfg.reg_form, b)?.affine(self.cfg.reg_weight, 0.0)?;
         let total = (&bpr + &reg)?;
         Ok(vec![("bpr", bpr), ("reg", reg), ("total", total)])

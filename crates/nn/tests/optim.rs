@@ -28,11 +28,11 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Init, Optimizer, ParamsAdamW, VarMap};
-use mmkd_backbones::optim::{
+use mmkd_nn::optim::{
     build, sorted_named_vars, sorted_vars, Adam, AdamConfig, AdamW, AnyOptimizer, LrSchedule, OptimConfig,
     OptimizerKind,
 };
-use mmkd_backbones::{Error, Result};
+use mmkd_nn::{Error, Result};
 
 /// L = ½·Σ a_j·θ_ij², a broadcast over the last dimension.
 fn quad_loss(theta: &Var, a: &[f64]) -> Result<Tensor> {

@@ -44,22 +44,21 @@
 
 use std::fmt;
 
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap};
 use mmkd_data::Csr;
 use mmkd_features::{FeatureExtractor, Mode};
 use rand::seq::SliceRandom;
-use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{batch_of, DotScores};
-use crate::graph::{propagate_mean, sym_normalized, SparseMatrix};
+use mmkd_nn::graph::{propagate_mean, sym_normalized};
+use mmkd_nn::sparse::SparseMatrix;
+
+use crate::loss::{cosine_alignment_loss, dropout_rows, emb_reg, RegForm};
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
-
-/// PyTorch's `F.cosine_similarity` epsilon.
-const COSINE_EPS: f64 = 1e-8;
 
 /// BM3's hyper-parameters (spec `bm3.md` §1; defaults are the shipped effective values, first grid point).
 /// In TOML: `[model] embed_dim = 128, n_layers = 1, dropout = 0.5, reg_weight = 0.1, cl_weight = 2.0`.
@@ -305,7 +304,7 @@ impl Bm3 {
         let iu = cosine_alignment_loss(&self.predictor.forward(&i_b)?, &u_target)?;
         let zero = Tensor::zeros((), u.dtype(), &self.device)?;
         let align = align_terms.iter().try_fold(zero.clone(), |acc, t| acc + t)?.affine(self.cfg.cl_weight, 0.0)?;
-        let reg = emb_loss(&u, &i)?.affine(self.cfg.reg_weight, 0.0)?;
+        let reg = emb_reg(&[&u, &i], RegForm::Norm, i.dim(0)?)?.affine(self.cfg.reg_weight, 0.0)?;
         let mut total = (((&ui + &iu)? + &align)? + &reg)?;
         for (_, t) in &extracted.aux_losses {
             total = (total + t.to_dtype(u.dtype())?)?;
@@ -364,62 +363,4 @@ impl Recommender for Bm3 {
             .ok_or_else(|| Error::Config("bm3: call prepare_eval before score_users".into()))?;
         cache.score("bm3", users)
     }
-
-}
-
-/// `1 − mean_k cos(a_k, b_k)` over the rows of `a`, `b`: `(n, d)` each, `n ≥ 1`. The cosine is PyTorch's
-/// `F.cosine_similarity(a, b, dim=-1, eps=1e-8)`: `⟨a_k / max(‖a_k‖, eps), b_k / max(‖b_k‖, eps)⟩`.
-pub fn cosine_alignment_loss(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.rank() != 2 || a.dims() != b.dims() || a.dim(0)? == 0 {
-        return Err(Error::Shape(format!(
-            "expected two non-empty (n, d) tensors, got {:?} and {:?}",
-            a.dims(),
-            b.dims()
-        )));
-    }
-    let unit = |x: &Tensor| -> candle_core::Result<Tensor> {
-        let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(COSINE_EPS, f64::INFINITY)?; // (n, 1)
-        x.broadcast_div(&norm)
-    };
-    let cos = (unit(a)? * unit(b)?)?.sum(D::Minus1)?; // (n,)
-    Ok(cos.mean_all()?.affine(-1.0, 1.0)?)
-}
-
-/// MMRec's `EmbLoss()(u, i)` (`common/loss.py`): `(‖u‖_F + ‖i‖_F) / rows(i)`, Frobenius norms not squared.
-pub fn emb_loss(u: &Tensor, i: &Tensor) -> Result<Tensor> {
-    let n = i.dim(0)?;
-    if n == 0 {
-        return Err(Error::Shape("emb_loss: the last argument has no rows".into()));
-    }
-    let norm = |x: &Tensor| x.sqr()?.sum_all()?.sqrt();
-    Ok((norm(u)? + norm(i)?)?.affine(1.0 / n as f64, 0.0)?)
-}
-
-/// Inverted dropout (`F.dropout(x, p)`, training mode) of the rows `x` `(b, d)`, where row `k` belongs to
-/// `ids[k]`: each distinct id gets one mask row (drawn from `rng` in ascending id order, each entry kept with
-/// probability `1 − p` and scaled by `1/(1 − p)`), shared by all its rows, as when a mask over the full
-/// matrix is indexed. `p = 0` returns `x` unchanged and draws nothing.
-pub fn dropout_rows(x: &Tensor, ids: &[u32], p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-    let (b, d) = x.dims2()?;
-    if ids.len() != b {
-        return Err(Error::Shape(format!("dropout_rows: {} ids for {b} rows", ids.len())));
-    }
-    if !(0.0..1.0).contains(&p) {
-        return Err(Error::Config(format!("dropout_rows: p must lie in [0, 1), got {p}")));
-    }
-    if p == 0.0 {
-        return Ok(x.clone());
-    }
-    let mut distinct = ids.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let masks: Vec<f32> = (0..distinct.len() * d).map(|_| if rng.random::<f64>() < p { 0.0 } else { keep }).collect();
-    let mut mask = Vec::with_capacity(b * d);
-    for id in ids {
-        let k = distinct.partition_point(|v| v < id);
-        mask.extend_from_slice(&masks[k * d..(k + 1) * d]);
-    }
-    let mask = Tensor::from_vec(mask, (b, d), x.device())?.to_dtype(x.dtype())?; // (b, d)
-    Ok((x * mask)?)
 }

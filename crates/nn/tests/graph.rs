@@ -6,11 +6,12 @@
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
 use candle_core::{DType, Device, Tensor, Var};
-use mmkd_backbones::graph::{
-    bench_spmm, bidirectional_pattern, bipartite_adjacency, edge_dot, edge_dot_gather, propagate_mean, spmm,
-    spmm_gather_scatter, spmm_weighted, spmm_weighted_gather_scatter, sym_normalized, SparseMatrix, SparsePattern,
-};
 use mmkd_data::Csr;
+use mmkd_nn::graph::{bench_spmm, bidirectional_pattern, bipartite_adjacency, propagate_mean, sym_normalized};
+use mmkd_nn::sparse::{
+    edge_dot, edge_dot_gather, spmm, spmm_gather_scatter, spmm_weighted, spmm_weighted_gather_scatter, SparseMatrix,
+    SparsePattern,
+};
 use rand::Rng;
 
 const CPU: Device = Device::Cpu;

@@ -11,8 +11,8 @@ use mmkd_student_kd::kdsr::{KdsrConfig, KdsrStudent};
 use mmkd_teacher::kdsr::KdsrTeacher;
 
 use crate::error::Result;
-use crate::seq_model::{ItemTables, SeqBatch};
-use crate::seq_train::SeqAux;
+use crate::seq::model::{ItemTables, SeqBatch};
+use crate::seq::recommender::SeqAux;
 
 /// KDSR's correlation distillation as a [`SeqAux`].
 #[derive(Debug)]

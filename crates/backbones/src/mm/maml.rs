@@ -76,8 +76,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::cml::{clip_rows, covariance_loss, CovForm};
 use crate::common::check_train_shape;
+use crate::loss::{clip_rows, covariance_loss, CovForm};
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 

@@ -37,10 +37,11 @@ use mmkd_features::nn::l2_normalize;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_train_shape, emb_reg, into_step, sample_epoch, DotScores, RegForm, Sampler, TripleBatch};
-use crate::graph::{edge_dot, spmm_weighted, SparsePattern};
+use crate::common::{check_train_shape, into_step, sample_epoch, DotScores, Sampler, TripleBatch};
+use crate::loss::{emb_reg, RegForm};
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
+use mmkd_nn::sparse::{edge_dot, spmm_weighted, SparsePattern};
 
 /// RecBole's clamp of the intent-wise degrees.
 const DEGREE_MIN: f64 = 1e-8;
@@ -422,7 +423,7 @@ impl Dgcf {
             (nodes(&batch.users, 0)?, nodes(&batch.positives, n_users)?, nodes(&batch.negatives, n_users)?);
         let u = e.index_select(&u_idx, 0)?; // (b, d)
         let diff = (&u * (e.index_select(&pos_idx, 0)? - e.index_select(&neg_idx, 0)?)?)?.sum(1)?; // (b,)
-        let bpr = crate::mf::bpr_loss(&diff)?;
+        let bpr = crate::loss::bpr_loss(&diff)?;
         let ego = [e0.index_select(&u_idx, 0)?, e0.index_select(&pos_idx, 0)?, e0.index_select(&neg_idx, 0)?];
         let reg = emb_reg(&[&ego[0], &ego[1], &ego[2]], self.cfg.reg_form, b)?.affine(self.cfg.reg_weight, 0.0)?;
         let mut total = (&bpr + &reg)?;

@@ -34,6 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{check_train_shape, check_users, into_step, sample_epoch, Sampler, TripleBatch};
+use crate::loss::{clip_rows, covariance_loss, CovForm};
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 
@@ -45,17 +46,6 @@ pub enum MetricLossForm {
     Official,
     /// Paper: hinge on every sampled triplet, weight `ln(⌊I·M/W⌋ + 1)`.
     #[default]
-    Paper,
-}
-
-/// Which covariance regulariser CML adds (when `use_cov_loss`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CovForm {
-    /// Official code: `Σ_{a≠b} C_ab`, the signed sum of the off-diagonal covariances.
-    #[default]
-    OffdiagSum,
-    /// Paper: `(‖C‖_F − ‖diag C‖₂²) / N`.
     Paper,
 }
 
@@ -168,38 +158,6 @@ pub fn metric_loss(
         MetricLossForm::Paper => margins.relu()?.sum(1)?,                                      // (B,)
     };
     Ok((hinge * weights)?.sum_all()?)
-}
-
-/// The covariance regulariser of the rows of `y` `(N, d)` (all users and items), unweighted:
-/// `C = Ycᵀ·Yc / N` with column-centred `Yc`, then `Σ_{a≠b} C_ab` or `(‖C‖_F − ‖diag C‖²)/N`.
-pub fn covariance_loss(y: &Tensor, form: CovForm) -> Result<Tensor> {
-    let (n, d) = y.dims2()?;
-    if n == 0 {
-        return Err(Error::Shape("covariance_loss: no rows".into()));
-    }
-    let yc = y.broadcast_sub(&y.mean_keepdim(0)?)?; // (N, d)
-    let cov = yc.t()?.matmul(&yc)?.affine(1.0 / n as f64, 0.0)?; // (d, d)
-    let eye = Tensor::eye(d, y.dtype(), y.device())?;
-    let diag = (&cov * eye)?.sum(1)?; // (d,)
-    Ok(match form {
-        CovForm::OffdiagSum => (cov.sum_all()? - diag.sum_all()?)?,
-        CovForm::Paper => (cov.sqr()?.sum_all()?.sqrt()? - diag.sqr()?.sum_all()?)?.affine(1.0 / n as f64, 0.0)?,
-    })
-}
-
-/// Every row x of `x` `(n, d)` scaled by `min(1, c/‖x‖)` (TensorFlow `clip_by_norm` per row), so that no row
-/// is longer than `c`; rows inside the ball are unchanged.
-pub fn clip_rows(x: &Tensor, c: f64) -> Result<Tensor> {
-    if x.rank() != 2 {
-        return Err(Error::Shape(format!("clip_rows: expected (n, d), got {:?}", x.dims())));
-    }
-    if !(c.is_finite() && c > 0.0) {
-        return Err(Error::Config(format!("clip_rows: the bound must be finite and > 0, got {c}")));
-    }
-    let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?; // (n, 1)
-                                                 // c / max(‖x‖, c) = min(1, c/‖x‖), and 1 for a zero row.
-    let factor = norm.clamp(c, f64::INFINITY)?.recip()?.affine(c, 0.0)?; // (n, 1)
-    Ok(x.broadcast_mul(&factor)?)
 }
 
 /// The CML model. Keys under its `vb`: `user_emb.weight` `(n_users, d)`, `item_emb.weight` `(n_items, d)`.
@@ -316,7 +274,8 @@ impl Backbone for Cml {
     /// unit-ball clipping of every row. Stats: means over batches of `"metric"`, `"cov"` (with
     /// `use_cov_loss`) and `"total"`. A non-finite loss ends the epoch before its step.
     fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
-        self.epoch_batches = sample_epoch(self.cfg.sampler, &self.train, self.cfg.batch_size, self.cfg.n_negatives, ctx.rng)?;
+        self.epoch_batches =
+            sample_epoch(self.cfg.sampler, &self.train, self.cfg.batch_size, self.cfg.n_negatives, ctx.rng)?;
         Ok(self.epoch_batches.len())
     }
 

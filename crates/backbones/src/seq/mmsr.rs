@@ -29,8 +29,8 @@ use candle_nn::{Init, Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::seq_model::{gather_positions, ItemTables, SeqBatch, SeqEncoder};
-use crate::seqnn::{apply_linear, check_prob, check_tables, linear_normal, maybe_dropout, ModalityGate};
+use crate::seq::model::{gather_positions, ItemTables, SeqBatch, SeqEncoder};
+use crate::seq::nn::{apply_linear, check_prob, check_tables, linear_normal, maybe_dropout, ModalityGate};
 use crate::{Error, Result};
 
 /// The logit of a non-edge in the relational attention (`aggregator.py`, `RGATLayer.forward`).
@@ -517,7 +517,7 @@ mod tests {
         let p = 0.4;
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let mask = flat(
-            &crate::common::dropout(&Tensor::ones((1, q, q), DType::F64, &CPU).unwrap(), p, &mut rng.clone()).unwrap(),
+            &crate::loss::dropout(&Tensor::ones((1, q, q), DType::F64, &CPU).unwrap(), p, &mut rng.clone()).unwrap(),
         );
         let (g, alpha) = rgat.forward(&e, &adj, p, false, Some(&mut rng)).unwrap();
         let (want_g, want_alpha) = rgat_loop(&vm, &flat(&e), &adj, q, d, &mask);

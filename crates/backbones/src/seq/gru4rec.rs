@@ -20,8 +20,8 @@ use candle_nn::{Init, Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::seq_model::{gather_positions, ItemTables, SeqBatch, SeqEncoder};
-use crate::seqnn::{
+use crate::seq::model::{gather_positions, ItemTables, SeqBatch, SeqEncoder};
+use crate::seq::nn::{
     apply_linear, check_prob, check_tables, fuse_item_inputs, maybe_dropout, Gru, GruInit, InputFusion, ModalityGate,
 };
 use crate::{Error, Result};

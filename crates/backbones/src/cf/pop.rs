@@ -63,5 +63,4 @@ impl Recommender for Popularity {
         let n_items = self.scores.dim(1)?;
         Ok(self.scores.broadcast_as((users.len(), n_items))?.contiguous()?) // (b, n_items)
     }
-
 }

@@ -29,12 +29,13 @@ use std::fmt;
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder, VarMap};
+use mmkd_data::Csr;
 use mmkd_features::nn::{linear, LinearInit};
 use rand_chacha::ChaCha8Rng;
-use mmkd_data::Csr;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_train_shape, check_users, dropout, sample_epoch, Sampler, TripleBatch};
+use crate::common::{check_train_shape, check_users, sample_epoch, Sampler, TripleBatch};
+use crate::loss::dropout;
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 

@@ -13,8 +13,8 @@
 //! - id graph (`EGCN`): `x0 = l2n(X)`, two SAGE-like layers `x_{k+1} = A(w)·x_k`, `id_rep = x0 + x1 + x2`;
 //! - fusion `concat`: `R = [id_rep, rep_1, …, rep_M]`, scores `⟨R_u, R_{U+i}⟩`, BPR + `reg_weight`·L2.
 //!
-//! Every aggregation is a sparse product over [`graph::bidirectional_pattern`] ([`graph::spmm_weighted`],
-//! [`graph::edge_dot`]); there is no dense `U × I` matrix.
+//! Every aggregation is a sparse product over [`graph::bidirectional_pattern`] ([`sparse::spmm_weighted`],
+//! [`sparse::edge_dot`]); there is no dense `U × I` matrix.
 //!
 //! Evaluation protocol of the reference: the evaluator masks train items to `1e-5` rather than removing them
 //! (`Model_routing.py::full_accuracy`): the trainer should evaluate GRCN with
@@ -49,8 +49,11 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{self, SparsePattern};
+use mmkd_nn::graph;
+use mmkd_nn::sparse::{self, SparsePattern};
+
 use crate::common::batch_of;
+use crate::loss::bpr_loss;
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
 
@@ -251,25 +254,10 @@ pub fn segment_softmax(scores: &Tensor, segment: &[u32], n_segments: usize) -> R
 /// `targets`: `(n_rows, d)`, `sources`: `(n_cols, d)` (the same tensor for a square node graph).
 /// Returns `out` `(n_rows, d)` and `α` `(nnz,)` in the pattern's edge order; targets without edges get 0.
 pub fn gat_conv(pattern: &SparsePattern, targets: &Tensor, sources: &Tensor) -> Result<(Tensor, Tensor)> {
-    let scores = graph::edge_dot(pattern, targets, sources)?; // (nnz,)
+    let scores = sparse::edge_dot(pattern, targets, sources)?; // (nnz,)
     let alpha = segment_softmax(&scores, pattern.edge_rows(), pattern.n_rows())?;
-    let out = graph::spmm_weighted(pattern, &alpha, sources)?; // (n_rows, d)
+    let out = sparse::spmm_weighted(pattern, &alpha, sources)?; // (n_rows, d)
     Ok((out, alpha))
-}
-
-/// `mean_b softplus(−(pos_b − neg_b))` = `−mean_b log σ(pos_b − neg_b)`, computed stably; `pos`, `neg`: `(b,)`.
-pub fn bpr_loss(pos: &Tensor, neg: &Tensor) -> Result<Tensor> {
-    if pos.rank() != 1 || pos.dims() != neg.dims() {
-        return Err(Error::Shape(format!(
-            "bpr_loss: expected two (b,) scores, got {:?} and {:?}",
-            pos.dims(),
-            neg.dims()
-        )));
-    }
-    let z = neg.sub(pos)?; // −(s⁺ − s⁻)
-                           // softplus(z) = max(z, 0) + log(1 + exp(−|z|)).
-    let softplus = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    Ok(softplus.mean_all()?)
 }
 
 /// Xavier-normal initialisation of a `(rows, cols)` parameter: `N(0, 2 / (rows + cols))`
@@ -277,7 +265,6 @@ pub fn bpr_loss(pos: &Tensor, neg: &Tensor) -> Result<Tensor> {
 fn xavier_normal(rows: usize, cols: usize) -> Init {
     Init::Randn { mean: 0.0, stdev: (2.0 / (rows + cols) as f64).sqrt() }
 }
-
 
 /// LeakyReLU with PyTorch's default slope.
 fn lrelu(x: &Tensor) -> Result<Tensor> {
@@ -477,11 +464,11 @@ impl Grcn {
     /// The id graph (`EGCN.forward`): `x0 + x1 + x2`, `(N, dim_e)`.
     fn id_graph(&self, graph: &Graph, w: &Tensor) -> Result<Tensor> {
         let x0 = if self.cfg.has_norm { l2_normalize(&self.id_embedding, L2_EPS)? } else { self.id_embedding.clone() };
-        let mut x1 = graph::spmm_weighted(&graph.bd, w, &x0)?; // (N, dim_e)
+        let mut x1 = sparse::spmm_weighted(&graph.bd, w, &x0)?; // (N, dim_e)
         if self.cfg.has_act {
             x1 = lrelu(&x1)?;
         }
-        let mut x2 = graph::spmm_weighted(&graph.bd, w, &x1)?; // (N, dim_e)
+        let mut x2 = sparse::spmm_weighted(&graph.bd, w, &x1)?; // (N, dim_e)
         if self.cfg.has_act {
             x2 = lrelu(&x2)?;
         }
@@ -586,7 +573,7 @@ impl Backbone for Grcn {
         let user_rep = r.index_select(&users_t, 0)?; // (2b, rep_dim)
         let item_rep = r.index_select(&item_nodes_t, 0)?; // (2b, rep_dim)
         let scores = (user_rep * item_rep)?.sum(1)?.reshape((b, 2))?; // (b, 2): [s⁺, s⁻]
-        let bpr = bpr_loss(&scores.narrow(1, 0, 1)?.squeeze(1)?, &scores.narrow(1, 1, 1)?.squeeze(1)?)?;
+        let bpr = bpr_loss(&(scores.narrow(1, 0, 1)?.squeeze(1)? - scores.narrow(1, 1, 1)?.squeeze(1)?)?)?;
 
         // `Net.loss`: L2 of the raw parameters at the batch's rows.
         let x = &self.id_embedding;
@@ -642,23 +629,11 @@ impl Recommender for Grcn {
         let item_rep = r.narrow(0, self.dims.n_users, self.dims.n_items)?; // (n_items, rep_dim)
         Ok(user_rep.matmul(&item_rep.t()?)?) // (b, n_items)
     }
-
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bpr_matches_hand_values() {
-        let pos = Tensor::new(&[2.0f64, 0.0, -1.0], &Device::Cpu).unwrap();
-        let neg = Tensor::new(&[1.0f64, 0.0, 500.0], &Device::Cpu).unwrap();
-        // −log σ(1) = 0.31326168751822286, −log σ(0) = ln 2, −log σ(−501) = 501 (+ e^−501).
-        let want = (0.313_261_687_518_222_86 + std::f64::consts::LN_2 + 501.0) / 3.0;
-        let got = bpr_loss(&pos, &neg).unwrap().to_scalar::<f64>().unwrap();
-        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
-        assert!(bpr_loss(&pos, &neg.narrow(0, 0, 2).unwrap()).is_err());
-    }
 
     #[test]
     fn config_defaults_are_the_reference_and_typos_fail() {

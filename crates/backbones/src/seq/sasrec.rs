@@ -19,8 +19,8 @@ use candle_nn::{Init, VarBuilder};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::seq_model::{gather_positions, ItemTables, SeqBatch, SeqEncoder};
-use crate::seqnn::{
+use crate::seq::model::{gather_positions, ItemTables, SeqBatch, SeqEncoder};
+use crate::seq::nn::{
     attention_mask, check_prob, check_tables, fuse_item_inputs, maybe_dropout, InputFusion, LayerNorm, ModalityGate,
     TransformerBlock, INIT_STD,
 };

@@ -16,8 +16,8 @@ use candle_nn::{Init, Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::dropout;
-use crate::seq_model::ItemTables;
+use crate::loss::dropout;
+use crate::seq::model::ItemTables;
 use crate::{Error, Result};
 
 /// Standard deviation of the `N(0, 0.02)` initialisation of RecBole's and KDSR's `_init_weights`.

@@ -22,8 +22,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
 use crate::common::{batch_of, check_train_shape};
+use crate::error::{Error, Result};
+use crate::loss::bpr_loss;
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,7 +227,6 @@ impl Recommender for Mf {
         let e_u = self.user_emb.embeddings().index_select(&idx, 0)?.detach(); // (b, d)
         Ok(e_u.matmul(&items.t()?)?) // (b, n_items)
     }
-
 }
 
 /// An `(n, d)` embedding table drawn from `N(0, 2/(n + d))` (PyTorch `xavier_normal_` on an `Embedding`).
@@ -235,17 +235,6 @@ fn xavier_embedding(vb: VarBuilder, n: usize, d: usize) -> Result<Embedding> {
     let weight = vb.get_with_hints((n, d), "weight", Init::Randn { mean: 0.0, stdev })?;
     Ok(Embedding::new(weight, d))
 }
-
-/// `mean_b softplus(−diff_b)` = `−mean_b log σ(diff_b)`, computed as `relu(−x) + log(1 + e^{−|x|})`;
-/// `diff`: `(b,)` score differences `s(u, i) − s(u, j)`.
-pub fn bpr_loss(diff: &Tensor) -> Result<Tensor> {
-    if diff.rank() != 1 {
-        return Err(Error::Shape(format!("bpr_loss: expected (b,), got {:?}", diff.dims())));
-    }
-    let softplus = (diff.neg()?.relu()? + (diff.abs()?.neg()?.exp()? + 1.0)?.log()?)?; // (b,)
-    Ok(softplus.mean_all()?)
-}
-
 
 #[cfg(test)]
 mod tests {

@@ -39,9 +39,9 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{write_json, RESULT_FILE, TEST_PER_USER_FILE};
 use crate::error::{Error, Result};
 use crate::model::{Backbone, EpochCtx, ParamGroup, StepLosses};
-use crate::optim;
-use crate::seq_model::{ItemTables, SeqBatch, SeqEncoder};
+use crate::seq::model::{ItemTables, SeqBatch, SeqEncoder};
 use crate::train::{Evaluator, Protocol, TrainConfig, TrainOutcome};
+use mmkd_nn::optim;
 
 /// Variable names of the three item tables.
 pub const ID_TABLE: &str = "item.id";
