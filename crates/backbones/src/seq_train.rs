@@ -363,10 +363,7 @@ fn find_var(varmap: &VarMap, name: &str, t: &Tensor) -> Result<Var> {
 
 /// Checks a sequential criterion: `{hr,mrr,ndcg}@K` with K in `ks`.
 fn check_criterion(criterion: &str, ks: &[usize]) -> Result<()> {
-    let known: Vec<String> = ks
-        .iter()
-        .flat_map(|&k| mmkd_eval::sequential::SEQ_METRICS.iter().map(move |m| mmkd_eval::metric_name(m, k)))
-        .collect();
+    let known: Vec<String> = mmkd_eval::sequential::next_item_keys(ks).iter().map(ToString::to_string).collect();
     if known.iter().any(|k| k == criterion) {
         Ok(())
     } else {

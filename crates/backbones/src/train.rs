@@ -131,13 +131,7 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.valid_frac) {
             return Err(Error::Config(format!("train: valid_frac must be in [0, 1), got {}", self.valid_frac)));
         }
-        let known: Vec<String> = eval
-            .ks
-            .iter()
-            .flat_map(|&k| {
-                mmkd_eval::METRICS.iter().chain([&mmkd_eval::RECALL_MICRO]).map(move |m| mmkd_eval::metric_name(m, k))
-            })
-            .collect();
+        let known: Vec<String> = eval.summary_keys().iter().map(ToString::to_string).collect();
         if !known.contains(&self.criterion) {
             return Err(Error::Config(format!(
                 "train: criterion `{}` is not a metric of the evaluation; known: {}",
@@ -145,7 +139,7 @@ impl TrainConfig {
                 known.join(", ")
             )));
         }
-        if !mmkd_eval::higher_is_better(&self.criterion) {
+        if !self.criterion.parse::<mmkd_eval::MetricKey>().is_ok_and(|key| key.higher_is_better()) {
             return Err(Error::Config(format!("train: criterion `{}` is not higher-is-better", self.criterion)));
         }
         Ok(())

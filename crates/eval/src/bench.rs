@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::evaluate::{evaluate, EvalConfig};
+use crate::keys::Metric;
 
 /// Timed scoring matmul runs (after one warm-up run).
 const MATMUL_REPEATS: usize = 5;
@@ -133,7 +134,7 @@ pub fn full_ranking(
         score_secs,
         topk_secs: total_secs - score_secs,
         total_secs,
-        recall: result.get("recall", k).unwrap_or(f64::NAN),
+        recall: result.get(Metric::Recall.at(k)).unwrap_or(f64::NAN),
     };
     tracing::info!(
         matmul_secs = bench.matmul_secs,
