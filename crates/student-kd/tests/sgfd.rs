@@ -121,7 +121,16 @@ fn extract_hands_out_features_and_weighted_losses_only_for_given_training_rows()
         assert_eq!(n1, n2);
         assert!((scalar(a) - scalar(b)).abs() < 1e-6, "{n1}: {} vs {}", scalar(a), scalar(b));
     }
-    assert!(sgfd.aux_losses_given(&rows, &all.features[..1]).is_err());
+    // SGFD's own error crosses the seam as the typed source of `Extractor`, not as a string.
+    let err = sgfd.aux_losses_given(&rows, &all.features[..1]).unwrap_err();
+    let source = match &err {
+        mmkd_features::Error::Extractor(source) => source.downcast_ref::<mmkd_student_kd::Error>(),
+        other => panic!("expected Error::Extractor, got {other:?}"),
+    };
+    assert!(matches!(source, Some(mmkd_student_kd::Error::Mismatch(m)) if m.contains("1 feature matrices")), "{err:?}");
+    // A candle error passes through as the seam's own `Candle`.
+    let out_of_range = Tensor::new(&[500u32], &dev).unwrap();
+    assert!(matches!(sgfd.extract(Some(&out_of_range), Mode::Eval), Err(mmkd_features::Error::Candle(_))));
 
     // L_FD (mse_mean) recomputed by hand from both extractors: mean over modalities of mean (f_s − f_t)².
     let teacher = sgfd.teacher().unwrap();
