@@ -332,7 +332,7 @@ mod tests {
         let bm3 = resolve(&layers("bm3", &["train.protocol=reference"])).unwrap().0;
         assert_eq!((bm3.train.criterion.as_str(), bm3.train.patience), ("recall_micro@20", 41));
         assert_eq!((bm3.eval.ndcg, bm3.eval.mask), (NdcgForm::Bm3Fork, MaskMode::NegInf));
-        bm3.train.validate(&mmkd_backbones::train::full_ranking_metrics(&bm3.eval)).unwrap();
+        bm3.train.validate(&bm3.eval.summary_keys()).unwrap();
         // ... under what the user sets explicitly.
         let bm3 = resolve(&layers("bm3", &["train.protocol=reference", "train.patience=3"])).unwrap().0;
         assert_eq!(bm3.train.patience, 3);

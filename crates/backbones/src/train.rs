@@ -45,7 +45,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use mmkd_data::{Csr, Dataset};
-use mmkd_eval::{EvalConfig, EvalResult, NdcgForm};
+use mmkd_eval::{EvalConfig, EvalResult, MetricKey, NdcgForm};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
@@ -125,9 +125,9 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks ranges, and that `criterion` is one of `known`, the summary keys the evaluation produces
-    /// ([`Evaluator::metric_names`]).
-    pub fn validate(&self, known: &[String]) -> Result<()> {
+    /// Checks ranges, and that `criterion` is one of `known`, the metrics the evaluation produces
+    /// ([`Evaluator::metrics`]), and higher-is-better.
+    pub fn validate(&self, known: &[MetricKey]) -> Result<()> {
         if self.epochs == 0 {
             return Err(Error::Config("train: epochs must be at least 1".into()));
         }
@@ -137,12 +137,17 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.valid_frac) {
             return Err(Error::Config(format!("train: valid_frac must be in [0, 1), got {}", self.valid_frac)));
         }
-        if !known.contains(&self.criterion) {
+        let key: MetricKey = self.criterion.parse().map_err(|e| Error::Config(format!("train: criterion: {e}")))?;
+        if !known.contains(&key) {
+            let known: Vec<String> = known.iter().map(ToString::to_string).collect();
             return Err(Error::Config(format!(
                 "train: criterion `{}` is not a metric of the evaluation; known: {}",
                 self.criterion,
                 known.join(", ")
             )));
+        }
+        if !key.higher_is_better() {
+            return Err(Error::Config(format!("train: criterion `{}` is not higher-is-better", self.criterion)));
         }
         Ok(())
     }
@@ -236,8 +241,8 @@ pub struct TrainOutcome {
 pub trait Evaluator<M: ?Sized> {
     /// The split that selects the model: `"valid"` (holdout) or `"test"` (reference protocol).
     fn selected_on(&self) -> &'static str;
-    /// The summary keys an evaluation produces, e.g. `recall@20` or `hr@20`.
-    fn metric_names(&self) -> Vec<String>;
+    /// The metrics an evaluation produces, e.g. `recall@20` or `hr@20`.
+    fn metrics(&self) -> Vec<MetricKey>;
     /// The NDCG form behind `ndcg@K`.
     fn ndcg_form(&self) -> NdcgForm;
     /// Metrics on the selection split.
@@ -284,8 +289,8 @@ impl<M: Recommender + ?Sized> Evaluator<M> for FullRanking<'_> {
         }
     }
 
-    fn metric_names(&self) -> Vec<String> {
-        full_ranking_metrics(self.eval)
+    fn metrics(&self) -> Vec<MetricKey> {
+        self.eval.summary_keys()
     }
 
     fn ndcg_form(&self) -> NdcgForm {
@@ -322,7 +327,7 @@ pub fn train<M: Backbone + ?Sized>(
     device: &Device,
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
-    cfg.validate(&evaluator.metric_names())?;
+    cfg.validate(&evaluator.metrics())?;
     schedule.validate()?;
     let selected_on = evaluator.selected_on();
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io { path: out_dir.to_path_buf(), source })?;
@@ -510,16 +515,6 @@ pub fn train<M: Backbone + ?Sized>(
     Ok(outcome)
 }
 
-/// The summary keys a full-ranking evaluation under `eval` produces (`recall@20`, `recall_micro@20`, …).
-pub fn full_ranking_metrics(eval: &EvalConfig) -> Vec<String> {
-    eval.ks
-        .iter()
-        .flat_map(|&k| {
-            mmkd_eval::METRICS.iter().chain([&mmkd_eval::RECALL_MICRO]).map(move |m| mmkd_eval::metric_name(m, k))
-        })
-        .collect()
-}
-
 /// Full-ranking metrics of `model` with the items of `seen` masked, against `truth`.
 pub fn evaluate_model<M: Recommender + ?Sized>(
     model: &M,
@@ -619,7 +614,8 @@ mod tests {
         let cfg: TrainConfig = serde_json::from_str(r#"{"protocol": "reference", "patience": 40}"#).unwrap();
         assert_eq!((cfg.protocol, cfg.patience, cfg.epochs), (Protocol::Reference, 40, 200));
         assert!(serde_json::from_str::<TrainConfig>(r#"{"patients": 3}"#).is_err());
-        let known: Vec<String> = ["recall@20", "ndcg@20", "recall_micro@50"].iter().map(|s| s.to_string()).collect();
+        let known: Vec<MetricKey> =
+            ["recall@20", "ndcg@20", "recall_micro@50"].iter().map(|s| s.parse().unwrap()).collect();
         assert!(cfg.validate(&known).is_ok());
         let with = |criterion: &str| TrainConfig { criterion: criterion.into(), ..TrainConfig::default() };
         assert!(with("recall_micro@50").validate(&known).is_ok());

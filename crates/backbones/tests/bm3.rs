@@ -305,7 +305,7 @@ fn recall_at_20(model: &mut Bm3, data: &Tiny) -> f64 {
     model.prepare_eval().unwrap();
     let score = |users: &[u32]| model.score_users(users).map_err(|e| candle_core::Error::Msg(e.to_string()));
     let res = evaluate(score, &data.ds.train, &data.ds.test, &EvalConfig::default()).unwrap();
-    res.get("recall", 20).unwrap()
+    res.get(mmkd_eval::Metric::Recall.at(20)).unwrap()
 }
 
 #[test]
@@ -316,7 +316,7 @@ fn bm3_beats_popularity_on_tiny() {
     let data = tiny();
     let pop = mmkd_eval::baselines::popularity(&data.ds.train, &data.ds.test, &EvalConfig::default(), &CPU)
         .unwrap()
-        .get("recall", 20)
+        .get(mmkd_eval::Metric::Recall.at(20))
         .unwrap();
     for kind in [Kind::Vanilla, Kind::Sgfd] {
         let mut model = build(&data, kind, 3);

@@ -155,7 +155,7 @@ fn tiny() -> (Dataset, f64) {
     let ds = Dataset::from_pairs("tiny", n_users, n_items, &g.train, &[], &g.test, None).unwrap();
     let pop = mmkd_eval::baselines::popularity(&ds.train, &ds.test, &EvalConfig::default(), &CPU)
         .unwrap()
-        .get("recall", 20)
+        .get(mmkd_eval::Metric::Recall.at(20))
         .unwrap();
     (ds, pop)
 }
@@ -182,7 +182,7 @@ fn train(model: &mut dyn Recommender, _ds: &Dataset, lr: f64, seed: u64, epochs:
 fn recall_at_20(model: &mut dyn Recommender, ds: &Dataset) -> f64 {
     model.prepare_eval().unwrap();
     let score = |users: &[u32]| model.score_users(users).map_err(|e| candle_core::Error::Msg(e.to_string()));
-    evaluate(score, &ds.train, &ds.test, &EvalConfig::default()).unwrap().get("recall", 20).unwrap()
+    evaluate(score, &ds.train, &ds.test, &EvalConfig::default()).unwrap().get(mmkd_eval::Metric::Recall.at(20)).unwrap()
 }
 
 /// Trains `model` and asserts that the loss falls and Recall@20 beats popularity by a margin.

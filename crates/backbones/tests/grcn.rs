@@ -98,7 +98,7 @@ fn eval(model: &mut Grcn, ds: &Dataset) -> EvalResult {
 }
 
 fn recall20(r: &EvalResult) -> f64 {
-    r.get("recall", 20).unwrap()
+    r.get(mmkd_eval::Metric::Recall.at(20)).unwrap()
 }
 
 /// Trains `kind` for [`EPOCHS`]; returns Recall@20 before and after, and the epochs' stats.

@@ -297,7 +297,7 @@ fn recall_at_20(model: &mut Maml, data: &Tiny) -> f64 {
     model.prepare_eval().unwrap();
     let score = |users: &[u32]| model.score_users(users).map_err(|e| candle_core::Error::Msg(e.to_string()));
     let res = evaluate(score, &data.ds.train, &data.ds.test, &EvalConfig::default()).unwrap();
-    res.get("recall", 20).unwrap()
+    res.get(mmkd_eval::Metric::Recall.at(20)).unwrap()
 }
 
 fn max_gap(a: &Tensor, b: &Tensor) -> f64 {
@@ -464,7 +464,7 @@ fn assert_beats_popularity(kind: Kind) {
     let data = tiny();
     let pop = mmkd_eval::baselines::popularity(&data.ds.train, &data.ds.test, &EvalConfig::default(), &CPU)
         .unwrap()
-        .get("recall", 20)
+        .get(mmkd_eval::Metric::Recall.at(20))
         .unwrap();
     let cfg = MamlConfig { batch_size: 256, feature_l2_reg: 10.0, ..test_config() };
     let epochs = EPOCHS;

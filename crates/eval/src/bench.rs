@@ -1,6 +1,7 @@
 //! Full-ranking throughput on random data of a given shape (Office: 4,874 users × 2,406 items).
 //!
-//! Returns numbers for the caller to print (`cargo xtask bench`); nothing here asserts on time.
+//! Returns numbers for the caller to print (`cargo xtask bench eval`, whose defaults are the Office shape);
+//! nothing here asserts on time.
 
 use std::fmt;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::evaluate::{evaluate, EvalConfig};
+use crate::keys::Metric;
 
 /// Timed scoring matmul runs (after one warm-up run).
 const MATMUL_REPEATS: usize = 5;
@@ -80,10 +82,7 @@ pub fn full_ranking(
     device: &Device,
     seed: u64,
 ) -> Result<FullRankingBench> {
-    let mut rng = stream(seed, "bench-embeddings");
-    let mut uniform = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
-    let user_emb = Tensor::from_vec(uniform(n_users * dim), (n_users, dim), device)?;
-    let item_emb = Tensor::from_vec(uniform(n_items * dim), (n_items, dim), device)?;
+    let (user_emb, item_emb) = random_embeddings(n_users, n_items, dim, device, seed)?;
     let (train, test) = office_like_lists(n_users, n_items, seed);
 
     let item_emb_t = item_emb.t()?; // (dim, n_items)
@@ -133,7 +132,7 @@ pub fn full_ranking(
         score_secs,
         topk_secs: total_secs - score_secs,
         total_secs,
-        recall: result.get("recall", k).unwrap_or(f64::NAN),
+        recall: result.get(Metric::Recall.at(k)).unwrap_or(f64::NAN),
     };
     tracing::info!(
         matmul_secs = bench.matmul_secs,
@@ -142,6 +141,21 @@ pub fn full_ranking(
         "full-ranking bench"
     );
     Ok(bench)
+}
+
+/// User and item embeddings, `(n_users, dim)` and `(n_items, dim)`, uniform in `[-1, 1)`.
+fn random_embeddings(
+    n_users: usize,
+    n_items: usize,
+    dim: usize,
+    device: &Device,
+    seed: u64,
+) -> Result<(Tensor, Tensor)> {
+    let mut rng = stream(seed, "bench-embeddings");
+    let mut uniform = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+    let user_emb = Tensor::from_vec(uniform(n_users * dim), (n_users, dim), device)?;
+    let item_emb = Tensor::from_vec(uniform(n_items * dim), (n_items, dim), device)?;
+    Ok((user_emb, item_emb))
 }
 
 /// Random user → items train and test lists: 5–16 distinct items per user (capped at `n_items`), each in
@@ -176,14 +190,33 @@ fn office_like_lists(n_users: usize, n_items: usize, seed: u64) -> (Csr, Csr) {
 mod tests {
     use super::*;
 
+    /// The reported numbers are those of the data: recall@K equals a brute-force ranking of the same
+    /// embeddings and lists, and every timing is finite and positive.
     #[test]
-    fn small_bench_runs_and_reports() {
-        let b = full_ranking(300, 200, 16, 20, &Device::Cpu, 0).unwrap();
+    fn small_bench_reports_the_brute_force_recall() {
+        let (n_users, n_items, dim, k, seed) = (300, 200, 16, 20, 0);
+        let b = full_ranking(n_users, n_items, dim, k, &Device::Cpu, seed).unwrap();
         assert_eq!((b.n_users, b.n_items, b.dim, b.k), (300, 200, 16, 20));
-        assert!(b.n_eval_users > 200 && b.n_eval_users <= 300, "{}", b.n_eval_users);
-        assert!(b.matmul_secs > 0.0 && b.matmul_secs <= b.matmul_median_secs && b.gflops > 0.0);
+        for secs in [b.matmul_secs, b.matmul_median_secs, b.score_secs, b.total_secs] {
+            assert!(secs.is_finite() && secs > 0.0, "{b:?}");
+        }
+        assert!(b.matmul_secs <= b.matmul_median_secs && b.gflops.is_finite() && b.gflops > 0.0);
         assert!(b.total_secs >= b.score_secs && b.topk_secs >= 0.0);
-        assert!(b.recall > 0.0 && b.recall < 0.5, "{}", b.recall);
+
+        let (user_emb, item_emb) = random_embeddings(n_users, n_items, dim, &Device::Cpu, seed).unwrap();
+        let (train, test) = office_like_lists(n_users, n_items, seed);
+        let scores = user_emb.matmul(&item_emb.t().unwrap()).unwrap().to_vec2::<f32>().unwrap(); // (n_users, n_items)
+        let mut recalls = Vec::new();
+        for (u, row) in scores.iter().enumerate().filter(|&(u, _)| test.degree(u) > 0) {
+            let mut order: Vec<u32> = (0..n_items as u32).filter(|&i| !train.contains(u, i)).collect();
+            order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            let hits = order.iter().take(k).filter(|&&i| test.contains(u, i)).count();
+            recalls.push(hits as f64 / test.degree(u) as f64);
+        }
+        assert_eq!(b.n_eval_users, recalls.len());
+        let want = recalls.iter().sum::<f64>() / recalls.len() as f64;
+        assert!((b.recall - want).abs() < 1e-12, "reported {}, brute force {want}", b.recall);
+        assert!(b.recall > 0.0, "{}", b.recall);
         let line = b.to_string();
         assert!(line.contains("300 users") && line.contains("GFLOP/s"), "{line}");
     }
@@ -196,21 +229,5 @@ mod tests {
             assert!((5..=16).contains(&(train.degree(u) + test.degree(u))));
             assert!(test.row(u).iter().all(|&i| !train.contains(u, i)));
         }
-    }
-}
-
-/// Runs the Office-shaped benchmark and prints its line: `MMKD_SLOW_TESTS=1 cargo test -p mmkd-eval --release
-/// office_bench -- --nocapture`.
-#[cfg(test)]
-mod office {
-    use super::*;
-
-    #[test]
-    fn office_bench() {
-        if std::env::var("MMKD_SLOW_TESTS").as_deref() != Ok("1") {
-            return;
-        }
-        let b = full_ranking(4874, 2406, 256, 20, &Device::Cpu, 0).unwrap();
-        println!("{b}");
     }
 }

@@ -49,6 +49,12 @@ pub enum Error {
     /// A metric name that has no per-user values in the result.
     #[error("no per-user metric `{name}` (available: {available})")]
     UnknownMetric { name: String, available: String },
+    /// A metric name that is not one of [`crate::Metric`]'s.
+    #[error("unknown metric `{0}` (known: {known})", known = crate::keys::known_metric_names())]
+    UnknownMetricName(String),
+    /// A metric key that is not `{metric}@{K}` with a known metric and K ≥ 1.
+    #[error("metric key `{key}` must be `metric@K` with K ≥ 1: {reason}")]
+    BadMetricKey { key: String, reason: String },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -9,7 +9,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::metrics::{metric_name, metrics_unchecked, NdcgForm, UserMetrics, METRICS, RECALL_MICRO};
+use crate::keys::{Metric, MetricKey};
+use crate::metrics::{metrics_unchecked, NdcgForm, UserMetrics};
 use crate::topk::{rank_masked, MaskMode};
 
 /// How to evaluate. Presets of the reference codes: GRCN = `{ ndcg: HitNormalised, mask: Value(1e-5) }`,
@@ -33,6 +34,17 @@ impl Default for EvalConfig {
     }
 }
 
+impl EvalConfig {
+    /// The keys of the summary [`evaluate`] produces with this config: every [`Metric::FULL_RANKING`] metric at
+    /// every cutoff (ascending, duplicates and zeros dropped), cutoff-major.
+    pub fn summary_keys(&self) -> Vec<MetricKey> {
+        let mut ks: Vec<usize> = self.ks.iter().copied().filter(|&k| k > 0).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        ks.into_iter().flat_map(|k| Metric::FULL_RANKING.map(|m| m.at(k))).collect()
+    }
+}
+
 /// Metrics of one evaluation: per user and averaged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalResult {
@@ -49,9 +61,9 @@ pub struct EvalResult {
 }
 
 impl EvalResult {
-    /// The summary value of `metric` at cutoff `k`, e.g. `get("recall", 20)`.
-    pub fn get(&self, metric: &str, k: usize) -> Option<f64> {
-        self.summary.get(&metric_name(metric, k)).copied()
+    /// The summary value of `key`, e.g. `get(Metric::Recall.at(20))`.
+    pub fn get(&self, key: MetricKey) -> Option<f64> {
+        self.summary.get(&key.to_string()).copied()
     }
 }
 
@@ -105,25 +117,19 @@ where
     let mut summary = BTreeMap::new();
     let total_test: usize = per_user_metrics.iter().map(|m| m.n_test).sum();
     for (i, &k) in ks.iter().enumerate() {
-        for base in METRICS {
-            let values: Vec<f64> = per_user_metrics
-                .iter()
-                .map(|m| {
-                    let at = &m.at[i];
-                    match base {
-                        "recall" => at.recall,
-                        "ndcg" => at.ndcg,
-                        "precision" => at.precision,
-                        "hit" => at.hit,
-                        _ => at.mrr,
-                    }
-                })
-                .collect();
-            summary.insert(metric_name(base, k), values.iter().sum::<f64>() / n_eval as f64);
-            per_user.insert(metric_name(base, k), values);
+        for metric in Metric::FULL_RANKING {
+            let key = metric.at(k).to_string();
+            if metric == Metric::RecallMicro {
+                // A ratio of sums over users, not a mean of per-user values.
+                let total_hits: usize = per_user_metrics.iter().map(|m| m.at[i].hits).sum();
+                summary.insert(key, total_hits as f64 / total_test as f64);
+            } else if let Some(values) =
+                per_user_metrics.iter().map(|m| m.at[i].value(metric)).collect::<Option<Vec<f64>>>()
+            {
+                summary.insert(key.clone(), values.iter().sum::<f64>() / n_eval as f64);
+                per_user.insert(key, values);
+            }
         }
-        let total_hits: usize = per_user_metrics.iter().map(|m| m.at[i].hits).sum();
-        summary.insert(metric_name(RECALL_MICRO, k), total_hits as f64 / total_test as f64);
     }
     Ok(EvalResult { users, per_user, summary, ndcg_form: cfg.ndcg, ks })
 }
@@ -224,7 +230,9 @@ mod tests {
         assert_eq!(r.per_user["recall@2"], vec![0.5, 0.0]);
         assert!((r.summary["recall@2"] - 0.25).abs() < 1e-12);
         assert!((r.summary["recall_micro@2"] - 0.4).abs() < 1e-12);
-        assert_eq!(r.get("recall", 2), Some(r.summary["recall@2"]));
+        assert_eq!(r.get(Metric::Recall.at(2)), Some(r.summary["recall@2"]));
+        assert_eq!(r.get(Metric::RecallMicro.at(2)), Some(r.summary["recall_micro@2"]));
+        assert_eq!(r.get(Metric::Recall.at(3)), None);
     }
 
     #[test]
@@ -280,6 +288,12 @@ mod tests {
         assert_eq!(r.ks, vec![1, 3]);
         assert_eq!(r.per_user.len(), 10);
         assert_eq!(r.summary.len(), 12);
+        let mut keys: Vec<String> = cfg.summary_keys().iter().map(MetricKey::to_string).collect();
+        keys.sort();
+        assert_eq!(r.summary.keys().cloned().collect::<Vec<_>>(), keys);
+        for name in r.per_user.keys() {
+            assert!(r.summary.contains_key(name), "{name}");
+        }
         assert_eq!((r.summary["hit@1"], r.summary["hit@3"], r.summary["mrr@3"]), (0.0, 1.0, 0.5));
     }
 }

@@ -1,10 +1,11 @@
 //! Per-user ranking metrics at several cutoffs, read from one ranked list (spec `eval-protocol.md` §4).
 //!
-//! Every metric here is higher-is-better ([`higher_is_better`]).
+//! Every metric here is higher-is-better ([`Metric::higher_is_better`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::keys::Metric;
 
 /// Which NDCG the reports carry. The reference codes disagree (`eval-protocol.md` §4), so a report names its
 /// form.
@@ -30,27 +31,6 @@ pub enum NdcgForm {
 /// largest cutoff is below 20 only `max(ks)` positions are retrieved and the DCG runs over those.
 pub const BM3_FORK_DCG_DEPTH: usize = 20;
 
-/// Base names of the per-user metrics, as they appear before `@K` in [`crate::EvalResult`].
-pub const METRICS: [&str; 5] = ["recall", "ndcg", "precision", "hit", "mrr"];
-
-/// Base name of the micro-averaged recall, `Σ_u h_u / Σ_u n_u`, which exists only as a summary.
-pub const RECALL_MICRO: &str = "recall_micro";
-
-/// `"{base}@{k}"`, e.g. `metric_name("ndcg", 20) == "ndcg@20"`.
-pub fn metric_name(base: &str, k: usize) -> String {
-    format!("{base}@{k}")
-}
-
-/// Whether a larger value of `metric` is better, for early stopping and model selection.
-///
-/// Every metric of this crate (recall, micro recall, NDCG in all three forms, precision, hit, MRR) is
-/// higher-is-better, so this returns `true` for each of them, with or without an `@K` suffix. A name that
-/// this crate does not produce (a loss, say) returns `false`.
-pub fn higher_is_better(metric: &str) -> bool {
-    let base = metric.split_once('@').map_or(metric, |(base, _)| base);
-    base == RECALL_MICRO || METRICS.contains(&base)
-}
-
 /// One user's metrics at one cutoff K.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MetricsAtK {
@@ -68,6 +48,21 @@ pub struct MetricsAtK {
     pub mrr: f64,
     /// NDCG in the requested [`NdcgForm`].
     pub ndcg: f64,
+}
+
+impl MetricsAtK {
+    /// The value of `metric`, or `None` for a metric with no per-user value here ([`Metric::RecallMicro`],
+    /// a summary only, and the next-item [`Metric::Hr`]).
+    pub fn value(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::Recall => Some(self.recall),
+            Metric::Ndcg => Some(self.ndcg),
+            Metric::Precision => Some(self.precision),
+            Metric::Hit => Some(self.hit),
+            Metric::Mrr => Some(self.mrr),
+            Metric::RecallMicro | Metric::Hr => None,
+        }
+    }
 }
 
 /// One user's metrics at every requested cutoff.
@@ -223,12 +218,10 @@ mod tests {
     }
 
     #[test]
-    fn every_metric_is_higher_is_better() {
-        for name in ["recall@20", "ndcg@10", "precision@50", "hit@20", "mrr@20", "recall_micro@20", "recall"] {
-            assert!(higher_is_better(name), "{name}");
-        }
-        assert!(!higher_is_better("loss"));
-        assert!(!higher_is_better("bpr@20"));
+    fn value_reads_each_field() {
+        let at = MetricsAtK { k: 5, hits: 1, recall: 0.1, precision: 0.2, hit: 1.0, mrr: 0.5, ndcg: 0.3 };
+        let got: Vec<Option<f64>> = Metric::ALL.iter().map(|&m| at.value(m)).collect();
+        assert_eq!(got, vec![Some(0.1), None, Some(0.3), Some(0.2), Some(1.0), Some(0.5), None]);
     }
 
     #[test]

@@ -17,10 +17,17 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::evaluate::EvalResult;
-use crate::metrics::{metric_name, NdcgForm};
+use crate::keys::{Metric, MetricKey};
+use crate::metrics::NdcgForm;
 
-/// Base names of the next-item metrics, as they appear before `@K`.
-pub const SEQ_METRICS: [&str; 3] = ["hr", "mrr", "ndcg"];
+/// The keys [`evaluate_next_item`] produces for the cutoffs `ks`: every [`Metric::NEXT_ITEM`] metric at every
+/// cutoff (ascending, duplicates and zeros dropped), cutoff-major.
+pub fn next_item_keys(ks: &[usize]) -> Vec<MetricKey> {
+    let mut ks: Vec<usize> = ks.iter().copied().filter(|&k| k > 0).collect();
+    ks.sort_unstable();
+    ks.dedup();
+    ks.into_iter().flat_map(|k| Metric::NEXT_ITEM.map(|m| m.at(k))).collect()
+}
 
 /// The 1-based rank of column `target` in `scores` (ties → lower index first; a NaN target ranks last).
 pub fn target_rank(scores: &[f32], target: usize) -> usize {
@@ -44,6 +51,17 @@ pub fn next_item_metrics(rank: usize, k: usize) -> (f64, f64, f64) {
     }
     let r = rank as f64;
     (1.0, 1.0 / r, 1.0 / (r + 1.0).log2())
+}
+
+/// The value of `metric` in the `(HR, MRR, NDCG)` triple of [`next_item_metrics`]; `None` for a metric that
+/// is not next-item.
+fn next_item_value(metric: Metric, (hr, mrr, ndcg): (f64, f64, f64)) -> Option<f64> {
+    match metric {
+        Metric::Hr => Some(hr),
+        Metric::Mrr => Some(mrr),
+        Metric::Ndcg => Some(ndcg),
+        Metric::Recall | Metric::RecallMicro | Metric::Precision | Metric::Hit => None,
+    }
 }
 
 /// Evaluates next-item predictions.
@@ -99,11 +117,14 @@ where
     let mut summary = BTreeMap::new();
     for &k in &ks {
         let m: Vec<(f64, f64, f64)> = ranks.iter().map(|&r| next_item_metrics(r, k)).collect();
-        for (idx, base) in SEQ_METRICS.iter().enumerate() {
-            let v: Vec<f64> = m.iter().map(|t| [t.0, t.1, t.2][idx]).collect();
+        for metric in Metric::NEXT_ITEM {
+            let Some(v) = m.iter().map(|&t| next_item_value(metric, t)).collect::<Option<Vec<f64>>>() else {
+                continue;
+            };
             let mean = v.iter().sum::<f64>() / v.len() as f64;
-            summary.insert(metric_name(base, k), mean);
-            per_user.insert(metric_name(base, k), v);
+            let key = metric.at(k).to_string();
+            summary.insert(key.clone(), mean);
+            per_user.insert(key, v);
         }
     }
     Ok(EvalResult { users: (0..targets.len() as u32).collect(), per_user, summary, ndcg_form: NdcgForm::Standard, ks })
@@ -158,7 +179,15 @@ mod tests {
             assert_eq!(res.per_user["hr@5"][i], hr5);
             let mrr20 = if rank <= 20 { 1.0 / rank as f64 } else { 0.0 };
             assert!((res.per_user["mrr@20"][i] - mrr20).abs() < 1e-12);
+            let ndcg5 = if rank <= 5 { 1.0 / ((rank + 1) as f64).log2() } else { 0.0 };
+            assert!((res.per_user["ndcg@5"][i] - ndcg5).abs() < 1e-12);
         }
+        let mut keys: Vec<String> = next_item_keys(&[20, 5, 20]).iter().map(MetricKey::to_string).collect();
+        keys.sort();
+        assert_eq!(keys, ["hr@20", "hr@5", "mrr@20", "mrr@5", "ndcg@20", "ndcg@5"]);
+        assert_eq!(res.summary.keys().cloned().collect::<Vec<_>>(), keys);
+        assert_eq!(res.per_user.keys().cloned().collect::<Vec<_>>(), keys);
+        assert_eq!(res.get(Metric::Hr.at(20)), Some(res.summary["hr@20"]));
         let mean: f64 = res.per_user["hr@20"].iter().sum::<f64>() / 7.0;
         assert!((res.summary["hr@20"] - mean).abs() < 1e-12);
         assert!(evaluate_next_item(|a, b| scores_t.narrow(0, a, b - a), &[0], n_items, &[5], 3).is_err());

@@ -25,6 +25,10 @@ pub enum Error {
     Extension { path: PathBuf },
     #[error("{0}")]
     Invalid(String),
+    /// A [`crate::FeatureExtractor`] implementation failed; its own typed error (e.g.
+    /// `mmkd_student_kd::Error`) is the source, which a caller can report or downcast.
+    #[error("the feature extractor failed")]
+    Extractor(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -33,6 +37,10 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// [`Error::Extractor`] carrying `source`, the typed error of an extractor implementation.
+    pub fn extractor(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Extractor(Box::new(source))
+    }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
     }

@@ -2,10 +2,11 @@
 //! features and receives, with them, any auxiliary losses the extractor wants trained (SGFD's distillation
 //! terms). Vanilla backbones use [`Projection`]; SGFD supplies its own extractor in `student-kd`.
 
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
 use crate::nn::{l2_normalize, linear, Activation, LinearInit};
 use crate::store::FeatureStore;
 
@@ -27,7 +28,7 @@ pub struct Extracted {
 
 impl Extracted {
     /// Sum of the auxiliary losses, or `None` when there are none.
-    pub fn aux_total(&self) -> Result<Option<Tensor>> {
+    pub fn aux_total(&self) -> candle_core::Result<Option<Tensor>> {
         let mut total: Option<Tensor> = None;
         for (_, l) in &self.aux_losses {
             total = Some(match total {
@@ -40,6 +41,10 @@ impl Extracted {
 }
 
 /// Turns generic item features into the features a recommender consumes.
+///
+/// Every method returns this crate's [`crate::Error`]: candle's errors as [`crate::Error::Candle`], and an
+/// implementation's own typed error as the source of [`crate::Error::Extractor`] (see
+/// [`crate::Error::extractor`]), so a caller can still tell what went wrong.
 pub trait FeatureExtractor {
     /// Features of `items` (u32 tensor `(b,)`; `None` = every item in order) for each modality:
     /// `(b, out_dim)`, plus named, already-weighted auxiliary losses (only in [`Mode::Train`]).
@@ -100,7 +105,7 @@ impl Projection {
         let mut inputs = Vec::new();
         let mut layers = Vec::new();
         for (name, dim) in features.names().into_iter().zip(features.dims()) {
-            inputs.push(features.tensor(name, device).map_err(|e| candle_core::Error::Msg(e.to_string()))?);
+            inputs.push(features.tensor(name, device)?);
             layers.push(linear(vb.pp(name), dim, cfg.out_dim, cfg.init)?);
             names.push(name.to_owned());
         }
@@ -109,7 +114,7 @@ impl Projection {
 }
 
 /// Rows `items` of `x`, or all of `x`.
-pub fn select_rows(x: &Tensor, items: Option<&Tensor>) -> Result<Tensor> {
+pub fn select_rows(x: &Tensor, items: Option<&Tensor>) -> candle_core::Result<Tensor> {
     match items {
         Some(idx) => x.index_select(idx, 0),
         None => Ok(x.clone()),
@@ -173,5 +178,41 @@ mod tests {
             }
         }
         assert_eq!(p.extract(None, Mode::Eval).unwrap().features[1].dims(), &[3, 2]);
+        let out_of_range = Tensor::new(&[3u32], &Device::Cpu).unwrap();
+        assert!(matches!(p.extract(Some(&out_of_range), Mode::Eval), Err(crate::Error::Candle(_))));
+    }
+
+    /// An implementor's own error type, as `mmkd_student_kd::Error` is for `Sgfd`.
+    #[derive(Debug, thiserror::Error)]
+    #[error("schedule has no epoch {0}")]
+    struct ScheduleError(usize);
+
+    /// Fails in `on_epoch_start` with its own typed error.
+    #[derive(Debug)]
+    struct Failing;
+
+    impl FeatureExtractor for Failing {
+        fn extract(&self, _items: Option<&Tensor>, _mode: Mode) -> Result<Extracted> {
+            Ok(Extracted { features: Vec::new(), aux_losses: Vec::new() })
+        }
+        fn out_dim(&self) -> usize {
+            1
+        }
+        fn modalities(&self) -> &[String] {
+            &[]
+        }
+        fn on_epoch_start(&mut self, epoch: usize) -> Result<()> {
+            Err(crate::Error::extractor(ScheduleError(epoch)))
+        }
+    }
+
+    #[test]
+    fn an_implementors_error_is_the_typed_source() {
+        let mut boxed: Box<dyn FeatureExtractor> = Box::new(Failing);
+        let err = boxed.on_epoch_start(7).unwrap_err();
+        assert_eq!(err.to_string(), "the feature extractor failed");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.downcast_ref::<ScheduleError>().map(|e| e.0), Some(7));
+        assert_eq!(source.to_string(), "schedule has no epoch 7");
     }
 }

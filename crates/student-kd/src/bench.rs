@@ -13,7 +13,7 @@ use mmkd_features::init::seeded_values;
 use mmkd_features::{seeded_var_builder, FeatureExtractor, FeatureMatrix, FeatureStore, Mode};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{preset, SgfdConfig};
+use crate::config::{SgfdConfig, SgfdPreset};
 use crate::error::{Error, Result};
 use crate::sgfd::Sgfd;
 
@@ -140,7 +140,7 @@ pub fn sgfd_step(
             "benchmark needs rows ≥ n_labels ≥ 1 and reps ≥ 1, got rows {rows}, n_labels {n_labels}, reps {reps}"
         )));
     }
-    let cfg = SgfdConfig { out_dim, ..preset("sgfd")? };
+    let cfg = SgfdConfig { out_dim, ..SgfdPreset::Sgfd.config() };
 
     let mut store = FeatureStore::new(rows);
     for (m, &dim) in dims.iter().enumerate() {

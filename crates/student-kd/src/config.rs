@@ -1,7 +1,9 @@
 //! [`SgfdConfig`]: every switch of the spec's table (`sgfd.md` §12) with the reference behaviour as default,
-//! and the paper's variants as named presets ([`preset`], [`names`]).
+//! and the paper's variants as named presets ([`SgfdPreset`]; [`preset`] and [`names`] by name).
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use mmkd_features::{Activation, LinearInit};
 use mmkd_teacher::{Reduction, TeacherConfig, TeacherDepth};
@@ -187,63 +189,132 @@ impl SgfdConfig {
     }
 }
 
-/// Names accepted by [`preset`].
-pub fn names() -> &'static [&'static str] {
-    &[
-        "sgfd",
-        "sgfd_l",
-        "sgfd_f",
-        "sgfd_e",
-        "sgfd_s",
-        "vanilla_shallow",
-        "vanilla_deep",
-        "teacher_shallow_labels",
-        "teacher_deep_labels",
-    ]
+/// The paper's variants (spec §12, ablations and Fig. 3), each a [`SgfdConfig`] on top of the reference
+/// defaults ([`SgfdPreset::config`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SgfdPreset {
+    /// `sgfd`: everything on (Table 2).
+    Sgfd,
+    /// `sgfd_l`: only logits distillation (`use_fd = false`).
+    SgfdL,
+    /// `sgfd_f`: only feature distillation (`use_ld = false`).
+    SgfdF,
+    /// `sgfd_e`: no complementary information (`use_fusion = false`, L_CE = L_TCE).
+    SgfdE,
+    /// `sgfd_s`: shallow teacher.
+    SgfdS,
+    /// `vanilla_shallow` (GRCN_1): the backbone's original one-layer extractor, no SGFD at all.
+    VanillaShallow,
+    /// `vanilla_deep` (GRCN_m): the deep teacher architecture as the backbone's extractor, trained by L_REC
+    /// only (no labels, no fusion, no KD).
+    VanillaDeep,
+    /// `teacher_shallow_labels` (GRCN_{s/l}): the shallow teacher as extractor, trained jointly by L_REC and
+    /// L_TCE (no fusion, our reading of "semantic information only").
+    TeacherShallowLabels,
+    /// `teacher_deep_labels` (GRCN_{m/l}): the deep teacher as extractor, trained by L_REC, L_TCE and L_FCE.
+    TeacherDeepLabels,
 }
 
-/// The paper's variants (spec §12, ablations and Fig. 3), on top of the reference defaults.
-///
-/// - `sgfd`: everything on (Table 2). `sgfd_l`: only logits distillation (`use_fd = false`).
-///   `sgfd_f`: only feature distillation (`use_ld = false`). `sgfd_e`: no complementary information
-///   (`use_fusion = false`, L_CE = L_TCE). `sgfd_s`: shallow teacher.
-/// - `vanilla_shallow` (GRCN_1): the backbone's original one-layer extractor, no SGFD at all.
-/// - `vanilla_deep` (GRCN_m): the deep teacher architecture as the backbone's extractor, trained by L_REC
-///   only (no labels, no fusion, no KD).
-/// - `teacher_shallow_labels` (GRCN_{s/l}): the shallow teacher as extractor, trained jointly by L_REC and
-///   L_TCE (no fusion, our reading of "semantic information only").
-/// - `teacher_deep_labels` (GRCN_{m/l}): the deep teacher as extractor, trained by L_REC, L_TCE and L_FCE.
+impl SgfdPreset {
+    /// Every preset, in the order of the paper (Table 2, Table 3, Fig. 3).
+    pub const ALL: [SgfdPreset; 9] = [
+        SgfdPreset::Sgfd,
+        SgfdPreset::SgfdL,
+        SgfdPreset::SgfdF,
+        SgfdPreset::SgfdE,
+        SgfdPreset::SgfdS,
+        SgfdPreset::VanillaShallow,
+        SgfdPreset::VanillaDeep,
+        SgfdPreset::TeacherShallowLabels,
+        SgfdPreset::TeacherDeepLabels,
+    ];
+
+    /// The names of [`SgfdPreset::ALL`], in that order.
+    pub const NAMES: [&'static str; 9] = {
+        let mut names = [""; 9];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ALL[i].name();
+            i += 1;
+        }
+        names
+    };
+
+    /// The name used in configs and on the command line (`--extractor sgfd_l`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            SgfdPreset::Sgfd => "sgfd",
+            SgfdPreset::SgfdL => "sgfd_l",
+            SgfdPreset::SgfdF => "sgfd_f",
+            SgfdPreset::SgfdE => "sgfd_e",
+            SgfdPreset::SgfdS => "sgfd_s",
+            SgfdPreset::VanillaShallow => "vanilla_shallow",
+            SgfdPreset::VanillaDeep => "vanilla_deep",
+            SgfdPreset::TeacherShallowLabels => "teacher_shallow_labels",
+            SgfdPreset::TeacherDeepLabels => "teacher_deep_labels",
+        }
+    }
+
+    /// The preset's configuration.
+    pub fn config(self) -> SgfdConfig {
+        let base = SgfdConfig::default();
+        let no_kd = SgfdConfig { use_ld: false, use_fd: false, ..base.clone() };
+        match self {
+            SgfdPreset::Sgfd => base,
+            SgfdPreset::SgfdL => SgfdConfig { use_fd: false, ..base },
+            SgfdPreset::SgfdF => SgfdConfig { use_ld: false, ..base },
+            SgfdPreset::SgfdE => SgfdConfig { use_fusion: false, ..base },
+            SgfdPreset::SgfdS => SgfdConfig { teacher_depth: TeacherDepth::Shallow, ..base },
+            SgfdPreset::VanillaShallow => {
+                SgfdConfig { backbone_source: BackboneSource::None, use_labels: false, use_fusion: false, ..no_kd }
+            }
+            SgfdPreset::VanillaDeep => {
+                SgfdConfig { backbone_source: BackboneSource::Teacher, use_labels: false, use_fusion: false, ..no_kd }
+            }
+            SgfdPreset::TeacherShallowLabels => SgfdConfig {
+                backbone_source: BackboneSource::Teacher,
+                teacher_depth: TeacherDepth::Shallow,
+                use_labels: true,
+                use_fusion: false,
+                ..no_kd
+            },
+            SgfdPreset::TeacherDeepLabels => SgfdConfig {
+                backbone_source: BackboneSource::Teacher,
+                teacher_depth: TeacherDepth::default(),
+                use_labels: true,
+                use_fusion: true,
+                ..no_kd
+            },
+        }
+    }
+}
+
+impl fmt::Display for SgfdPreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SgfdPreset {
+    type Err = Error;
+
+    /// Parses a [`SgfdPreset::name`]; the error lists the known names.
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| Error::Config(format!("unknown SGFD preset `{s}`; known: {}", Self::NAMES.join(", "))))
+    }
+}
+
+/// Names accepted by [`preset`]: [`SgfdPreset::NAMES`].
+pub fn names() -> &'static [&'static str] {
+    &SgfdPreset::NAMES
+}
+
+/// The configuration of the preset called `name` ([`SgfdPreset::from_str`], then [`SgfdPreset::config`]).
 pub fn preset(name: &str) -> Result<SgfdConfig> {
-    let base = SgfdConfig::default();
-    let no_kd = SgfdConfig { use_ld: false, use_fd: false, ..base.clone() };
-    Ok(match name {
-        "sgfd" => base,
-        "sgfd_l" => SgfdConfig { use_fd: false, ..base },
-        "sgfd_f" => SgfdConfig { use_ld: false, ..base },
-        "sgfd_e" => SgfdConfig { use_fusion: false, ..base },
-        "sgfd_s" => SgfdConfig { teacher_depth: TeacherDepth::Shallow, ..base },
-        "vanilla_shallow" => {
-            SgfdConfig { backbone_source: BackboneSource::None, use_labels: false, use_fusion: false, ..no_kd }
-        }
-        "vanilla_deep" => {
-            SgfdConfig { backbone_source: BackboneSource::Teacher, use_labels: false, use_fusion: false, ..no_kd }
-        }
-        "teacher_shallow_labels" => SgfdConfig {
-            backbone_source: BackboneSource::Teacher,
-            teacher_depth: TeacherDepth::Shallow,
-            use_labels: true,
-            use_fusion: false,
-            ..no_kd
-        },
-        "teacher_deep_labels" => SgfdConfig {
-            backbone_source: BackboneSource::Teacher,
-            teacher_depth: TeacherDepth::default(),
-            use_labels: true,
-            use_fusion: true,
-            ..no_kd
-        },
-        other => return Err(Error::Config(format!("unknown SGFD preset `{other}`; known: {}", names().join(", ")))),
-    })
+    Ok(name.parse::<SgfdPreset>()?.config())
 }
 
 #[cfg(test)]
@@ -263,29 +334,54 @@ mod tests {
 
     #[test]
     fn presets_switch_exactly_their_fields() {
+        use SgfdPreset::*;
         let base = SgfdConfig::default();
-        let expect: [(&str, &[&str]); 9] = [
-            ("sgfd", &[]),
-            ("sgfd_l", &["use_fd"]),
-            ("sgfd_f", &["use_ld"]),
-            ("sgfd_e", &["use_fusion"]),
-            ("sgfd_s", &["teacher_depth"]),
-            ("vanilla_shallow", &["backbone_source", "use_fd", "use_fusion", "use_labels", "use_ld"]),
-            ("vanilla_deep", &["backbone_source", "use_fd", "use_fusion", "use_labels", "use_ld"]),
-            ("teacher_shallow_labels", &["backbone_source", "teacher_depth", "use_fd", "use_fusion", "use_ld"]),
-            ("teacher_deep_labels", &["backbone_source", "use_fd", "use_ld"]),
+        let expect: [(SgfdPreset, &[&str]); 9] = [
+            (Sgfd, &[]),
+            (SgfdL, &["use_fd"]),
+            (SgfdF, &["use_ld"]),
+            (SgfdE, &["use_fusion"]),
+            (SgfdS, &["teacher_depth"]),
+            (VanillaShallow, &["backbone_source", "use_fd", "use_fusion", "use_labels", "use_ld"]),
+            (VanillaDeep, &["backbone_source", "use_fd", "use_fusion", "use_labels", "use_ld"]),
+            (TeacherShallowLabels, &["backbone_source", "teacher_depth", "use_fd", "use_fusion", "use_ld"]),
+            (TeacherDeepLabels, &["backbone_source", "use_fd", "use_ld"]),
         ];
-        assert_eq!(names().len(), expect.len());
-        for (name, fields) in expect {
-            let p = preset(name).unwrap();
-            assert_eq!(diff(&base, &p), fields, "preset {name}");
-            p.validate().unwrap();
+        assert_eq!(expect.map(|(p, _)| p), SgfdPreset::ALL);
+        for (p, fields) in expect {
+            let c = p.config();
+            assert_eq!(diff(&base, &c), fields, "preset {p}");
+            c.validate().unwrap();
         }
-        assert_eq!(preset("sgfd_s").unwrap().teacher_depth, TeacherDepth::Shallow);
-        assert_eq!(preset("vanilla_shallow").unwrap().backbone_source, BackboneSource::None);
-        assert_eq!(preset("teacher_deep_labels").unwrap().backbone_source, BackboneSource::Teacher);
-        assert!(!preset("sgfd_l").unwrap().use_fd && preset("sgfd_l").unwrap().use_ld);
-        assert!(preset("sgfd_x").unwrap_err().to_string().contains("sgfd_l"));
+        assert_eq!(SgfdS.config().teacher_depth, TeacherDepth::Shallow);
+        assert_eq!(VanillaShallow.config().backbone_source, BackboneSource::None);
+        assert_eq!(TeacherDeepLabels.config().backbone_source, BackboneSource::Teacher);
+        assert!(!SgfdL.config().use_fd && SgfdL.config().use_ld);
+    }
+
+    #[test]
+    fn preset_names_round_trip_and_unknown_names_list_the_known() {
+        let expected = [
+            "sgfd",
+            "sgfd_l",
+            "sgfd_f",
+            "sgfd_e",
+            "sgfd_s",
+            "vanilla_shallow",
+            "vanilla_deep",
+            "teacher_shallow_labels",
+            "teacher_deep_labels",
+        ];
+        assert_eq!(names(), expected);
+        for p in SgfdPreset::ALL {
+            assert_eq!(p.name().parse::<SgfdPreset>().unwrap(), p);
+            assert_eq!(p.to_string(), p.name());
+            assert_eq!(preset(p.name()).unwrap(), p.config());
+        }
+        let err = "sgfd_x".parse::<SgfdPreset>().unwrap_err().to_string();
+        assert!(err.contains("`sgfd_x`"), "{err}");
+        assert!(expected.iter().all(|n| err.contains(n)), "{err}");
+        assert!(preset("SGFD").is_err());
     }
 
     #[test]

@@ -25,13 +25,17 @@ impl Error {
     pub(crate) fn shape(what: &'static str, expected: impl Into<String>, found: impl std::fmt::Debug) -> Self {
         Self::Shape { what, expected: expected.into(), found: format!("{found:?}") }
     }
+}
 
-    /// This error as a candle error (what the [`mmkd_features::FeatureExtractor`] trait returns); a candle
-    /// error is passed through unchanged.
-    pub fn into_candle(self) -> candle_core::Error {
-        match self {
-            Self::Candle(e) | Self::Teacher(mmkd_teacher::Error::Candle(e)) => e,
-            other => candle_core::Error::wrap(other),
+/// How an SGFD error leaves through the [`mmkd_features::FeatureExtractor`] seam: features and candle errors
+/// pass through unchanged (the seam's error has variants for both), and SGFD's own errors become the typed
+/// source of [`mmkd_features::Error::Extractor`].
+impl From<Error> for mmkd_features::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Features(e) => e,
+            Error::Candle(e) | Error::Teacher(mmkd_teacher::Error::Candle(e)) => Self::Candle(e),
+            other => Self::extractor(other),
         }
     }
 }

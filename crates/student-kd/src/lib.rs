@@ -5,7 +5,8 @@
 //! - [`losses`]: L_LD (reference L1 mean, paper squared L2, TensorFlow per-row MSE) and L_FD (reference
 //!   MSE, paper squared L2).
 //! - [`SgfdConfig`]: every switch of the spec's table, reference defaults, the paper's variants as
-//!   [`preset`]s (`sgfd`, `sgfd_l`, `sgfd_f`, `sgfd_e`, `sgfd_s`, and the Fig. 3 extractors).
+//!   [`SgfdPreset`]s (`sgfd`, `sgfd_l`, `sgfd_f`, `sgfd_e`, `sgfd_s`, and the Fig. 3 extractors; [`preset`]
+//!   by name).
 //! - [`Sgfd`]: the [`mmkd_features::FeatureExtractor`] backbones take; `extract(None, Train)` gives every
 //!   item's features, `extract(Some(rows), Train)` (or [`Sgfd::aux_losses`]) the weighted losses
 //!   `("kd", λ1·L_KD)` and `("ce", λ2·L_CE)` on the step's B' rows. [`build_extractor`] also covers the
@@ -25,7 +26,7 @@ pub mod sgfd;
 pub mod student;
 
 pub use bench::{sgfd_step, SgfdStepBench};
-pub use config::{names, preset, BackboneSource, SgfdConfig, TeacherMode};
+pub use config::{names, preset, BackboneSource, SgfdConfig, SgfdPreset, TeacherMode};
 pub use error::{Error, Result};
 pub use losses::{FdForm, LdForm};
 pub use sgfd::{build_extractor, Sgfd, SgfdLosses};

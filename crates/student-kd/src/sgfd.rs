@@ -433,14 +433,14 @@ impl FeatureExtractor for Sgfd {
     /// Features `(b, d)` per modality of `items` (all items for `None`) from the student (or the teacher,
     /// `backbone_source = teacher`); in [`Mode::Train`] with `Some(items)`, the weighted SGFD losses on
     /// those rows. See the module documentation for the two calls a training step makes.
-    fn extract(&self, items: Option<&Tensor>, mode: Mode) -> candle_core::Result<Extracted> {
-        self.extract_checked(items, mode).map_err(Error::into_candle)
+    fn extract(&self, items: Option<&Tensor>, mode: Mode) -> mmkd_features::Result<Extracted> {
+        Ok(self.extract_checked(items, mode)?)
     }
 
     /// The weighted SGFD losses on `items` with the student features gathered from `all` (this step's
     /// features of every item) rather than recomputed.
-    fn aux_losses_given(&self, items: &Tensor, all: &[Tensor]) -> candle_core::Result<Vec<(&'static str, Tensor)>> {
-        self.aux_losses_from(items, all).map_err(Error::into_candle)
+    fn aux_losses_given(&self, items: &Tensor, all: &[Tensor]) -> mmkd_features::Result<Vec<(&'static str, Tensor)>> {
+        Ok(self.aux_losses_from(items, all)?)
     }
 
     fn out_dim(&self) -> usize {

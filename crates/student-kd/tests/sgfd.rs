@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use mmkd_data::Labels;
 use mmkd_features::{seeded_var_builder, FeatureExtractor, FeatureMatrix, FeatureStore, Mode};
-use mmkd_student_kd::{build_extractor, preset, FdForm, Sgfd, SgfdConfig, TeacherMode};
+use mmkd_student_kd::{build_extractor, FdForm, Sgfd, SgfdConfig, SgfdPreset, TeacherMode};
 use mmkd_teacher::{pretrain, PretrainConfig, TeacherDepth};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -121,7 +121,16 @@ fn extract_hands_out_features_and_weighted_losses_only_for_given_training_rows()
         assert_eq!(n1, n2);
         assert!((scalar(a) - scalar(b)).abs() < 1e-6, "{n1}: {} vs {}", scalar(a), scalar(b));
     }
-    assert!(sgfd.aux_losses_given(&rows, &all.features[..1]).is_err());
+    // SGFD's own error crosses the seam as the typed source of `Extractor`, not as a string.
+    let err = sgfd.aux_losses_given(&rows, &all.features[..1]).unwrap_err();
+    let source = match &err {
+        mmkd_features::Error::Extractor(source) => source.downcast_ref::<mmkd_student_kd::Error>(),
+        other => panic!("expected Error::Extractor, got {other:?}"),
+    };
+    assert!(matches!(source, Some(mmkd_student_kd::Error::Mismatch(m)) if m.contains("1 feature matrices")), "{err:?}");
+    // A candle error passes through as the seam's own `Candle`.
+    let out_of_range = Tensor::new(&[500u32], &dev).unwrap();
+    assert!(matches!(sgfd.extract(Some(&out_of_range), Mode::Eval), Err(mmkd_features::Error::Candle(_))));
 
     // L_FD (mse_mean) recomputed by hand from both extractors: mean over modalities of mean (f_s − f_t)².
     let teacher = sgfd.teacher().unwrap();
@@ -304,9 +313,14 @@ fn one_modality_works_without_fusion() {
     let (store, labels) = planted(80, 3, &[("visual", 24)], 2.0, 9);
     let dev = Device::Cpu;
     let vm = VarMap::new();
-    let sgfd =
-        Sgfd::new(seeded_var_builder(&vm, 5, DType::F32, &dev), &small(preset("sgfd").unwrap()), &store, &labels, &dev)
-            .unwrap();
+    let sgfd = Sgfd::new(
+        seeded_var_builder(&vm, 5, DType::F32, &dev),
+        &small(SgfdPreset::Sgfd.config()),
+        &store,
+        &labels,
+        &dev,
+    )
+    .unwrap();
     assert!(!sgfd.teacher().unwrap().has_fusion());
     assert!(!vm.data().lock().unwrap().keys().any(|k| k.contains("fusion")));
     let rows = all_items(80);
@@ -346,7 +360,7 @@ fn fig3_extractors_and_the_vanilla_projection() {
     let vm = VarMap::new();
     let deep = Sgfd::new(
         seeded_var_builder(&vm, 1, DType::F32, &dev),
-        &small(preset("vanilla_deep").unwrap()),
+        &small(SgfdPreset::VanillaDeep.config()),
         &store,
         &labels,
         &dev,
@@ -365,7 +379,7 @@ fn fig3_extractors_and_the_vanilla_projection() {
 
     // teacher_deep_labels: the teacher with labels and fusion; only the "ce" term.
     let cfg =
-        SgfdConfig { teacher_depth: TeacherDepth::Deep { ratio: 2 }, ..small(preset("teacher_deep_labels").unwrap()) };
+        SgfdConfig { teacher_depth: TeacherDepth::Deep { ratio: 2 }, ..small(SgfdPreset::TeacherDeepLabels.config()) };
     let tdl = Sgfd::new(seeded_var_builder(&VarMap::new(), 1, DType::F32, &dev), &cfg, &store, &labels, &dev).unwrap();
     let out = tdl.extract(Some(&rows), Mode::Train).unwrap();
     assert_eq!(out.aux_losses.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["ce"]);
@@ -375,7 +389,7 @@ fn fig3_extractors_and_the_vanilla_projection() {
     // teacher_shallow_labels: one layer, L_TCE only.
     let tsl = Sgfd::new(
         seeded_var_builder(&VarMap::new(), 1, DType::F32, &dev),
-        &small(preset("teacher_shallow_labels").unwrap()),
+        &small(SgfdPreset::TeacherShallowLabels.config()),
         &store,
         &labels,
         &dev,
@@ -387,7 +401,7 @@ fn fig3_extractors_and_the_vanilla_projection() {
 
     // vanilla_shallow: the Projection of the features crate, not an Sgfd.
     let vm = VarMap::new();
-    let cfg = small(preset("vanilla_shallow").unwrap());
+    let cfg = small(SgfdPreset::VanillaShallow.config());
     let vanilla = build_extractor(seeded_var_builder(&vm, 1, DType::F32, &dev), &cfg, &store, &labels, &dev).unwrap();
     assert!(vanilla.extract(Some(&rows), Mode::Train).unwrap().aux_losses.is_empty());
     let mut keys: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
@@ -397,7 +411,7 @@ fn fig3_extractors_and_the_vanilla_projection() {
     // build_extractor gives an Sgfd for the other presets.
     let boxed = build_extractor(
         seeded_var_builder(&VarMap::new(), 1, DType::F32, &dev),
-        &small(preset("sgfd_e").unwrap()),
+        &small(SgfdPreset::SgfdE.config()),
         &store,
         &labels,
         &dev,
@@ -411,18 +425,18 @@ fn ablation_presets_change_the_loss_terms() {
     let (store, labels) = two_modalities();
     let dev = Device::Cpu;
     let rows = all_items(30);
-    let terms = |name: &str| {
-        let cfg = small(preset(name).unwrap());
+    let terms = |p: SgfdPreset| {
+        let cfg = small(p.config());
         let s =
             Sgfd::new(seeded_var_builder(&VarMap::new(), 1, DType::F32, &dev), &cfg, &store, &labels, &dev).unwrap();
         let l = s.losses(&rows).unwrap();
         (l.ld.is_some(), l.fd.is_some(), l.tce.is_some(), l.fce.is_some())
     };
-    assert_eq!(terms("sgfd"), (true, true, true, true));
-    assert_eq!(terms("sgfd_l"), (true, false, true, true));
-    assert_eq!(terms("sgfd_f"), (false, true, true, true));
-    assert_eq!(terms("sgfd_e"), (true, true, true, false));
-    assert_eq!(terms("sgfd_s"), (true, true, true, true));
+    assert_eq!(terms(SgfdPreset::Sgfd), (true, true, true, true));
+    assert_eq!(terms(SgfdPreset::SgfdL), (true, false, true, true));
+    assert_eq!(terms(SgfdPreset::SgfdF), (false, true, true, true));
+    assert_eq!(terms(SgfdPreset::SgfdE), (true, true, true, false));
+    assert_eq!(terms(SgfdPreset::SgfdS), (true, true, true, true));
     // The paper's forms sum over modalities where the reference averages.
     let fd_of = |form: FdForm| {
         let cfg = SgfdConfig { fd_form: form, ..small(SgfdConfig::default()) };

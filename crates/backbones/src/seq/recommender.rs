@@ -31,7 +31,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use mmkd_data::sequential::{SeqDataset, SeqInstance};
-use mmkd_eval::{EvalResult, NdcgForm};
+use mmkd_eval::{EvalResult, MetricKey, NdcgForm};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -417,11 +417,8 @@ impl Evaluator<SeqRecommender> for NextItem<'_> {
         }
     }
 
-    fn metric_names(&self) -> Vec<String> {
-        self.ks
-            .iter()
-            .flat_map(|&k| mmkd_eval::sequential::SEQ_METRICS.iter().map(move |m| mmkd_eval::metric_name(m, k)))
-            .collect()
+    fn metrics(&self) -> Vec<MetricKey> {
+        mmkd_eval::sequential::next_item_keys(&self.ks)
     }
 
     fn ndcg_form(&self) -> NdcgForm {
