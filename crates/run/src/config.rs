@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 use mmkd_backbones::mf::MfConfig;
 use mmkd_backbones::optim::{LrSchedule, OptimConfig};
-use mmkd_backbones::train::TrainConfig;
 use mmkd_eval::EvalConfig;
 use mmkd_features::{Normalization, ProjectionConfig};
 use mmkd_student_kd::SgfdConfig;
@@ -30,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 use crate::error::{bail, Context, Error, Result};
+use crate::execute::{SeqConfig, TrainConfig};
 
 /// Everything a training run reads from its configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ pub struct RunConfig {
     /// Sequential data: k-core, maximum input length, test share.
     pub seq_data: mmkd_data::sequential::SeqOptions,
     /// What every sequential model shares (embedding width, batch, cutoffs, modality tables).
-    pub seq: mmkd_backbones::seq_train::SeqConfig,
+    pub seq: SeqConfig,
     pub mmsr: mmkd_backbones::mmsr_sequential::MmsrConfig,
     pub sasrec: mmkd_backbones::sasrec::SasRecConfig,
     pub gru4rec: mmkd_backbones::gru4rec::Gru4RecConfig,
@@ -238,7 +238,7 @@ mod tests {
     use super::*;
 
     fn shipped() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
     }
 
     #[test]

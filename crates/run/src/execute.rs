@@ -13,9 +13,9 @@ use mmkd_data::Dataset;
 use mmkd_eval::EvalResult;
 use rand_chacha::ChaCha8Rng;
 
-pub use mmkd_backbones::seq_train::{ModalityInit, SeqAux, SeqRecommender};
+pub use mmkd_backbones::seq_train::{ModalityInit, SeqAux, SeqConfig, SeqRecommender};
 pub use mmkd_backbones::train::{
-    training_view, TrainOutcome, BEST_FILE, METRICS_FILE, RESULT_FILE, STATE_FILE, TEST_PER_USER_FILE,
+    training_view, TrainConfig, TrainOutcome, BEST_FILE, METRICS_FILE, RESULT_FILE, STATE_FILE, TEST_PER_USER_FILE,
 };
 
 use crate::config::RunConfig;

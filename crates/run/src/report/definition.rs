@@ -418,7 +418,7 @@ mod tests {
     use super::*;
 
     fn shipped(name: &str) -> Spec {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/reproduce").join(format!("{name}.toml"));
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/reproduce").join(format!("{name}.toml"));
         Spec::read(&path).unwrap()
     }
 
