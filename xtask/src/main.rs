@@ -12,7 +12,7 @@ mod reproduce;
 mod teacher;
 mod train;
 
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "Feature distillation for multimodal recommendation: data, training, reproduction.")]
@@ -44,31 +44,10 @@ enum Command {
     Recommend(recommend::RecommendArgs),
 }
 
-/// Rebases the path arguments that clap filled from their defaults onto the repository root ([`paths`]).
-fn rebase_defaults(command: &mut Command, matches: &ArgMatches) {
-    let Some((_, m)) = matches.subcommand() else { return };
-    match command {
-        Command::Train(a) => paths::rebase_default(&mut a.configs, m, "configs"),
-        Command::Recommend(a) => paths::rebase_default(&mut a.configs, m, "configs"),
-        Command::Quickstart(a) => paths::rebase_default(&mut a.data, m, "data"),
-        Command::Teacher(a) => {
-            paths::rebase_default(&mut a.data, m, "data");
-            paths::rebase_default(&mut a.config, m, "config");
-        }
-        Command::Reproduce(a) => {
-            for (path, id) in [(&mut a.runs, "runs"), (&mut a.reports, "reports"), (&mut a.configs, "configs")] {
-                paths::rebase_default(path, m, id);
-            }
-        }
-        Command::Bench(a) => bench::rebase_defaults(a, m),
-        Command::GenData(_) | Command::Inspect(_) => {}
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let matches = Args::command().get_matches();
     let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    rebase_defaults(&mut args.command, &matches);
+    paths::rebase_defaults(&mut args.command, &matches);
     logging::init(args.json_logs);
     match args.command {
         Command::GenData(a) => gen_data::run(&a),
