@@ -128,3 +128,34 @@ pub fn recommend_next(spec: &RunSpec, user: u32, k: usize) -> Result<NextItems> 
         .collect();
     Ok(NextItems { items, history_length: seq.len() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ExtractorKind, ModelKind};
+
+    #[test]
+    fn the_rebuilt_spec_layers_the_resolved_config_and_drops_the_flags() {
+        let dir = std::env::temp_dir().join(format!("mmkd-rebuild-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut spec = RunSpec::new(ModelKind::Grcn, ExtractorKind::Sgfd("sgfd_l".into()), "/data/office");
+        spec.set = vec!["optim.lr=1e-2".into()];
+        spec.seed = Some(4);
+        spec.epochs = Some(3);
+        spec.teacher = Some("/teachers/t".into());
+        spec.resume = true;
+        spec.out = dir.clone();
+        crate::run_dir::write(&spec, &crate::RunConfig::default(), &[]).unwrap();
+
+        let rebuilt = rebuild_spec(&dir, None, Path::new("cfgs"), "cuda:1").unwrap();
+        assert_eq!((rebuilt.model, &rebuilt.extractor), (ModelKind::Grcn, &spec.extractor));
+        assert_eq!(rebuilt.data, Path::new("/data/office"));
+        assert_eq!(rebuilt.config, Some(dir.join(CONFIG_FILE)));
+        assert!(rebuilt.set.is_empty() && rebuilt.seed.is_none() && rebuilt.epochs.is_none());
+        assert!(rebuilt.teacher.is_none() && !rebuilt.resume);
+        assert_eq!((rebuilt.configs.as_path(), rebuilt.device.as_str()), (Path::new("cfgs"), "cuda:1"));
+        let other = rebuild_spec(&dir, Some(Path::new("/elsewhere/office")), Path::new("cfgs"), "cpu").unwrap();
+        assert_eq!(other.data, Path::new("/elsewhere/office"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
