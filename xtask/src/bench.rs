@@ -51,16 +51,23 @@ pub enum BenchWhat {
     },
 }
 
+/// Rebases `bench train`'s default `--configs` onto the repository root (see [`crate::paths`]).
+pub fn rebase_defaults(args: &mut BenchArgs, matches: &clap::ArgMatches) {
+    if let (BenchWhat::Train(a), Some(("train", m))) = (&mut args.what, matches.subcommand()) {
+        crate::paths::rebase_default(&mut a.configs, m, "configs");
+    }
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match &args.what {
         BenchWhat::Train(a) => crate::bench_train::run(a)?,
         BenchWhat::Eval { users, items, dim, k, device, seed } => {
-            let device = crate::device::parse(device)?;
+            let device = mmkd_run::device::parse(device)?;
             let report = mmkd_eval::bench::full_ranking(*users, *items, *dim, *k, &device, *seed)?;
             println!("{report}");
         }
         BenchWhat::Sgfd { rows, dims, out_dim, labels, reps, device, seed } => {
-            let device = crate::device::parse(device)?;
+            let device = mmkd_run::device::parse(device)?;
             let report = mmkd_student_kd::bench::sgfd_step(&device, *rows, dims, *out_dim, *labels, *reps, *seed)?;
             println!("{report}");
         }

@@ -14,12 +14,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use mmkd_backbones::train::evaluate_model;
-use mmkd_backbones::{fit_epoch, EpochCtx, Optimizers};
+use mmkd_run::execute;
+use mmkd_run::{ExtractorKind, ModelKind, RunSpec};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-
-use crate::train::{ModelKind, TrainArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchTrainArgs {
@@ -166,34 +164,17 @@ fn run_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -> an
         return run_seq_cell(args, model_kind, extractor);
     }
     let started = Instant::now();
-    let train_args = TrainArgs {
-        model: model_kind,
-        extractor: extractor.to_string(),
-        data: args.data.clone(),
-        config: args.config.clone(),
-        set: args.set.clone(),
-        epochs: None,
-        teacher: args.teacher.clone().filter(|_| extractor != "vanilla" && extractor != "none"),
-        device: args.device.clone(),
-        seed: Some(args.seed),
-        resume: false,
-        out: PathBuf::new(),
-        configs: args.configs.clone(),
-        kdsr: false,
-    };
-    let mut p = train_args.prepare()?;
+    let spec = cell_spec(args, model_kind, extractor.parse()?);
+    let mut p = mmkd_run::prepare(&spec)?;
     let setup_secs = started.elapsed().as_secs_f64();
-    let view = &p.view;
-    let mut optimizer = Optimizers::new(p.model.as_ref(), &p.cfg.optim)?;
+    let view = p.view.clone();
+    let mut optimizer = execute::optimizer(p.model.as_ref(), &p.cfg)?;
     let mut epoch_secs = Vec::with_capacity(args.epochs);
     let (mut batches, mut last_loss) = (0, None);
     for epoch in 0..args.epochs {
         let mut rng = mmkd_data::stream(args.seed, &format!("epoch-{epoch}"));
         let t = Instant::now();
-        let stats = {
-            let mut ctx = EpochCtx { epoch, rng: &mut rng, device: &p.device };
-            fit_epoch(p.model.as_mut(), &mut ctx, &mut optimizer)?
-        };
+        let stats = execute::fit_epoch(p.model.as_mut(), epoch, &mut rng, &p.device, &mut optimizer)?;
         p.device.synchronize()?;
         epoch_secs.push(t.elapsed().as_secs_f64());
         batches = stats.n_batches;
@@ -203,8 +184,7 @@ fn run_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -> an
     let (mut eval_total, mut recall) = (0.0, None);
     for _ in 0..args.evals {
         let t = Instant::now();
-        p.model.prepare_eval()?;
-        let r = evaluate_model(p.model.as_ref(), &view.train, &view.test, &p.cfg.eval)?;
+        let r = execute::evaluate(p.model.as_mut(), &view, &p.cfg)?;
         eval_total += t.elapsed().as_secs_f64();
         recall = r.summary.get("recall@20").copied();
     }
@@ -238,22 +218,8 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
         other => bail!("a sequential cell is `vanilla` or `kdsr`, not `{other}`"),
     };
     let started = Instant::now();
-    let train_args = TrainArgs {
-        model: model_kind,
-        extractor: "vanilla".into(),
-        data: args.data.clone(),
-        config: args.config.clone(),
-        set: args.set.clone(),
-        epochs: None,
-        teacher: None,
-        device: args.device.clone(),
-        seed: Some(args.seed),
-        resume: false,
-        out: PathBuf::new(),
-        configs: args.configs.clone(),
-        kdsr,
-    };
-    let p = crate::train_seq::prepare(&train_args)?;
+    let spec = RunSpec { kdsr, ..cell_spec(args, model_kind, ExtractorKind::Vanilla) };
+    let p = mmkd_run::seq::prepare(&spec)?;
     let mut model = p.model.context("a sequential bench cell needs a trained model, not pop")?;
     let setup_secs = started.elapsed().as_secs_f64();
     let mut train = p.data.train_instances();
@@ -268,16 +234,13 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
     let n_train = train.len();
     model.set_training_instances(train)?;
     let test = p.data.test_instances();
-    let mut optimizer = Optimizers::new(&model, &p.cfg.optim)?;
+    let mut optimizer = execute::optimizer(&model, &p.cfg)?;
     let mut epoch_secs = Vec::with_capacity(args.epochs);
     let mut last_loss = None;
     for epoch in 0..args.epochs {
         let mut rng = mmkd_data::stream(args.seed, &format!("epoch-{epoch}"));
         let t = Instant::now();
-        let stats = {
-            let mut ctx = EpochCtx { epoch, rng: &mut rng, device: &p.device };
-            fit_epoch(&mut model, &mut ctx, &mut optimizer)?
-        };
+        let stats = execute::fit_epoch(&mut model, epoch, &mut rng, &p.device, &mut optimizer)?;
         p.device.synchronize()?;
         epoch_secs.push(t.elapsed().as_secs_f64());
         last_loss = stats.losses.get("total").copied();
@@ -286,7 +249,7 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
     let (mut eval_total, mut hr) = (0.0, None);
     for _ in 0..args.evals {
         let t = Instant::now();
-        let r = model.evaluate(&p.data, &test)?;
+        let r = execute::seq_evaluate(&model, &p.data, &test)?;
         eval_total += t.elapsed().as_secs_f64();
         hr = r.summary.get("hr@20").copied();
     }
@@ -308,6 +271,21 @@ fn run_seq_cell(args: &BenchTrainArgs, model_kind: ModelKind, extractor: &str) -
         last_loss,
         recall_at_20: hr,
     })
+}
+
+/// The spec of one cell: `model` with `extractor` as `train` would build it, under the bench's data,
+/// configuration, overrides and seed; a teacher only for the SGFD extractors.
+fn cell_spec(args: &BenchTrainArgs, model: ModelKind, extractor: ExtractorKind) -> RunSpec {
+    let teacher = args.teacher.clone().filter(|_| matches!(extractor, ExtractorKind::Sgfd(_)));
+    RunSpec {
+        config: args.config.clone(),
+        set: args.set.clone(),
+        teacher,
+        seed: Some(args.seed),
+        device: args.device.clone(),
+        configs: args.configs.clone(),
+        ..RunSpec::new(model, extractor, args.data.clone())
+    }
 }
 
 /// The first epoch's seconds and the median of the others (of the first when only one was timed).

@@ -30,10 +30,10 @@ pub struct GenDataArgs {
 pub fn run(args: &GenDataArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.interactions {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "given".into());
-        let out = args.out.clone().unwrap_or_else(|| PathBuf::from("data").join(name));
+        let out = args.out.clone().unwrap_or_else(|| crate::paths::repo("data").join(name));
         return features_for(&args.preset, args.seed, dir, &out);
     }
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("data").join(&args.preset));
+    let out = args.out.clone().unwrap_or_else(|| crate::paths::repo("data").join(&args.preset));
     if mmkd_synth::sequential::is_seq_preset(&args.preset) {
         return generate_sequential(&args.preset, args.seed, &out);
     }

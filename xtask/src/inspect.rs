@@ -17,7 +17,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     if mmkd_data::sequential::is_sequential(&args.data) {
         return inspect_sequential(&args.data);
     }
-    let (dataset, features) = load_checked(&args.data)?;
+    let (dataset, features) = mmkd_run::load_checked(&args.data)?;
     println!("{}", dataset.stats());
     if let Some(features) = &features {
         for (name, dim) in features.names().iter().zip(features.dims()) {
@@ -59,21 +59,4 @@ fn inspect_sequential(dir: &std::path::Path) -> anyhow::Result<()> {
     }
     println!("validation                  no problems found");
     Ok(())
-}
-
-/// Loads and validates interactions, labels and features of `dir` (features checked against the item count).
-pub fn load_checked(
-    dir: &std::path::Path,
-) -> anyhow::Result<(mmkd_data::Dataset, Option<mmkd_features::FeatureStore>)> {
-    let dataset = mmkd_data::load(dir, &mmkd_data::LoadOptions::default())
-        .with_context(|| format!("invalid data set in {}", dir.display()))?;
-    let features = if dataset.feature_files.is_empty() {
-        None
-    } else {
-        Some(
-            mmkd_features::FeatureStore::load(&dataset.feature_files, Some(dataset.n_items))
-                .with_context(|| format!("invalid features in {}", dir.display()))?,
-        )
-    };
-    Ok((dataset, features))
 }

@@ -2,19 +2,17 @@
 
 mod bench;
 mod bench_train;
-mod config;
-mod device;
 mod gen_data;
 mod inspect;
 mod logging;
+mod paths;
 mod quickstart;
 mod recommend;
 mod reproduce;
 mod teacher;
 mod train;
-mod train_seq;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "Feature distillation for multimodal recommendation: data, training, reproduction.")]
@@ -47,7 +45,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    paths::rebase_defaults(&mut args.command, &matches);
     logging::init(args.json_logs);
     match args.command {
         Command::GenData(a) => gen_data::run(&a),

@@ -23,18 +23,18 @@ pub struct QuickstartArgs {
 }
 
 pub fn run(args: &QuickstartArgs) -> anyhow::Result<()> {
-    let device = crate::device::parse(&args.device)?;
+    let device = mmkd_run::device::parse(&args.device)?;
     let generated = !args.data.join("train.csv").exists()
         && std::fs::read_dir(&args.data).map(|mut d| d.next().is_none()).unwrap_or(true);
     if generated {
         crate::gen_data::generate(&args.preset, args.seed, &args.data)?;
     }
-    let (dataset, features) = crate::inspect::load_checked(&args.data)?;
+    let (dataset, features) = mmkd_run::load_checked(&args.data)?;
     println!("{}", dataset.stats());
     if let Some(f) = &features {
         println!("features: {:?} with dims {:?}", f.names(), f.dims());
     }
-    let cfg = eval_config(std::path::Path::new("configs/base.toml"))?;
+    let cfg = eval_config(&crate::paths::repo("configs/base.toml"))?;
     let pop = mmkd_eval::baselines::popularity(&dataset.train, &dataset.test, &cfg, &device)?;
     let random = mmkd_eval::baselines::random(&dataset.train, &dataset.test, &cfg, &device, args.seed)?;
     let test = mmkd_eval::paired_t_test(&pop.per_user["recall@20"], &random.per_user["recall@20"])?;
@@ -53,7 +53,7 @@ pub fn run(args: &QuickstartArgs) -> anyhow::Result<()> {
     println!("popularity vs random, recall@20 over {} users: t = {:.2}, p = {:.2e}", test.n, test.t, test.p_value);
 
     let name = args.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
-    let out_dir = PathBuf::from("reports/quickstart");
+    let out_dir = crate::paths::repo("reports/quickstart");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let report = serde_json::json!({
         "data": args.data, "generated_now": generated, "ndcg_form": cfg.ndcg, "stats": dataset.stats(),

@@ -37,7 +37,7 @@ pub struct TeacherArgs {
 }
 
 pub fn run(args: &TeacherArgs) -> anyhow::Result<()> {
-    let device = crate::device::parse(&args.device)?;
+    let device = mmkd_run::device::parse(&args.device)?;
     let path = &args.config;
     let mut cfg = if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -55,7 +55,7 @@ pub fn run(args: &TeacherArgs) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
-    let (dataset, features) = crate::inspect::load_checked(&args.data)?;
+    let (dataset, features) = mmkd_run::load_checked(&args.data)?;
     let Some(labels) = dataset.labels.as_ref() else {
         bail!("{}: the teacher needs item labels (MetaData_normal.npy), none found", args.data.display());
     };
@@ -66,7 +66,7 @@ pub fn run(args: &TeacherArgs) -> anyhow::Result<()> {
         .try_into()
         .with_context(|| format!("--normalize {}: expected none, l2 or standard", args.normalize))?;
     features.normalize(norm);
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&dataset.name).join("teacher"));
+    let out = args.out.clone().unwrap_or_else(|| crate::paths::repo("runs").join(&dataset.name).join("teacher"));
     let started = std::time::Instant::now();
     let outcome = mmkd_teacher::pretrain(&features, labels, &cfg, &device)?;
     outcome.save(&out).with_context(|| format!("saving the teacher to {}", out.display()))?;

@@ -283,3 +283,44 @@ fn bench_train_times_kdsr_next_to_the_plain_backbone() {
     assert!(cells.iter().all(|c| c["batches_per_epoch"] == 2 && c["eval_secs"].is_null()), "{lines}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs the xtask binary in `cwd` without `--configs`.
+fn xtask_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).current_dir(cwd).env("RUST_LOG", "warn").output().unwrap()
+}
+
+#[test]
+fn commands_work_from_any_folder_defaults_from_the_root_given_paths_from_here() {
+    let dir = std::env::temp_dir().join(format!("mmkd-cli-cwd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sub = dir.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let ok_in = |cwd: &Path, args: &[&str]| {
+        let out = xtask_in(cwd, args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Relative paths on the command line resolve against the current folder ...
+    ok_in(&dir, &["gen-data", "--preset", "tiny", "--out", "tiny"]);
+    assert!(dir.join("tiny/train.csv").exists());
+    assert!(ok_in(&sub, &["inspect", "--data", "../tiny"]).contains("no problems found"));
+    // ... while the default `--configs` is the repository's, wherever the command runs.
+    ok_in(
+        &sub,
+        &["train", "--model", "mf", "--extractor", "none", "--data", "../tiny", "--epochs", "1", "--out", "run"],
+    );
+    let run = sub.join("run");
+    assert!(run.join("result.json").exists());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains(&root.join("configs").join("base.toml").display().to_string()), "{config}");
+    // run.toml records the spec with absolute paths, so `recommend` reads it from another folder.
+    let record: toml::Table = toml::from_str(&std::fs::read_to_string(run.join("run.toml")).unwrap()).unwrap();
+    let spec = record["spec"].as_table().unwrap();
+    assert_eq!((spec["model"].as_str(), spec["extractor"].as_str()), (Some("mf"), Some("none")));
+    assert_eq!(spec["data"].as_str().map(PathBuf::from), Some(dir.join("sub/../tiny")));
+    let top = ok_in(&dir, &["recommend", "--run", "sub/run", "--user", "0", "--k", "3", "--json"]);
+    let v: Value = serde_json::from_str(&top).unwrap();
+    assert_eq!((v["model"].as_str(), v["items"].as_array().map(Vec::len)), (Some("mf"), Some(3)));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,16 +22,16 @@ fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").canonicalize().unwrap()
 }
 
-/// Runs the xtask binary in `dir` with the repository's configs.
+/// Runs the xtask binary in `dir` with the repository's configs; `reproduce` writes its runs and reports into
+/// `dir` (given as relative paths, which resolve against the current folder; the defaults would resolve
+/// against the repository root).
 fn xtask(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .arg("--configs")
-        .arg(configs())
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args);
+    if args.first() == Some(&"reproduce") {
+        cmd.args(["--runs", "runs", "--reports", "reports"]);
+    }
+    cmd.arg("--configs").arg(configs()).current_dir(dir).env("RUST_LOG", "warn").output().unwrap()
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {

@@ -276,7 +276,7 @@ fn build(data: &Tiny, kind: Kind, cfg: &MamlConfig, seed: u64) -> Maml {
 }
 
 fn optimizer(model: &Maml, lr: f64) -> Optimizers {
-    Optimizers::new(&*model, &OptimConfig { lr, ..Default::default() }).unwrap()
+    Optimizers::new(model, &OptimConfig { lr, ..Default::default() }).unwrap()
 }
 
 /// `epochs` epochs with `opt`, batches drawn from the stream `seed`; the stats of each epoch.

@@ -28,5 +28,5 @@ pub use error::{Error, Result};
 pub use evaluate::{evaluate, evaluate_embeddings, EvalConfig, EvalResult};
 pub use keys::{Metric, MetricKey};
 pub use metrics::{metrics_from_ranking, MetricsAtK, NdcgForm, UserMetrics, BM3_FORK_DCG_DEPTH};
-pub use topk::{top_k, MaskMode};
+pub use topk::{top_k, top_k_excluding, MaskMode};
 pub use ttest::{compare, ln_gamma, paired_t_test, regularized_incomplete_beta, student_t_cdf, student_t_sf, TTest};

@@ -52,6 +52,17 @@ pub fn top_k(scores: &[f32], n_items: usize, k: usize, out: &mut Vec<u32>) {
     rank_masked(&scores[..n_items], &[], MaskMode::NegInf, k, &mut scratch, out);
 }
 
+/// The `k` best items of `scores` (one per item) that are not in `exclude`, best first, in the order of
+/// [`top_k`]. `exclude` may be unsorted and hold duplicates or items beyond the row (those are ignored).
+pub fn top_k_excluding(scores: &[f32], exclude: &[u32], k: usize) -> Vec<u32> {
+    let mut masked: Vec<u32> = exclude.iter().copied().filter(|&i| (i as usize) < scores.len()).collect();
+    masked.sort_unstable();
+    masked.dedup();
+    let (mut scratch, mut out) = (Vec::with_capacity(scores.len()), Vec::new());
+    rank_masked(scores, &masked, MaskMode::NegInf, k, &mut scratch, &mut out);
+    out
+}
+
 /// Top-`k` of `scores` after masking the sorted item list `masked` per `mode`. `scratch` is reused between
 /// rows to avoid an allocation per user. Items in `masked` must be `< scores.len()` (checked by the caller).
 pub(crate) fn rank_masked(
@@ -126,6 +137,20 @@ mod tests {
         assert_eq!(out, vec![1, 0]);
         top_k(&[0.0, 1.0], 10, 5, &mut out);
         assert_eq!(out, vec![1, 0]);
+    }
+
+    #[test]
+    fn excluding_takes_any_list_and_matches_a_brute_force_ranking() {
+        let s = [0.5, 0.9, f32::NAN, 0.9, 0.1, 0.7, -0.0, 0.0];
+        // Unsorted, with a duplicate and an item beyond the row.
+        assert_eq!(top_k_excluding(&s, &[5, 40, 5], 3), vec![1, 3, 0]);
+        assert_eq!(top_k_excluding(&s, &[3, 1], 10), vec![5, 0, 4, 6, 7, 2]);
+        assert_eq!(top_k_excluding(&s, &[0, 1, 2, 3, 4, 5, 6, 7], 4), Vec::<u32>::new());
+        // Brute force: sort every kept item by (key descending, index ascending).
+        let exclude = [7u32, 0];
+        let mut brute: Vec<u32> = (0..s.len() as u32).filter(|i| !exclude.contains(i)).collect();
+        brute.sort_by(|&a, &b| key(s[b as usize]).total_cmp(&key(s[a as usize])).then(a.cmp(&b)));
+        assert_eq!(top_k_excluding(&s, &exclude, 5), brute[..5].to_vec());
     }
 
     #[test]

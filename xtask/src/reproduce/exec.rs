@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::plan::{duration, read_epochs, JobState, Plan, Timing, CELL_FILE, LOG_FILE};
-use super::spec::Spec;
+use mmkd_run::report::epochs::{duration, read_epochs};
+
+use super::plan::{JobState, Plan, Timing, CELL_FILE, LOG_FILE};
 use super::RunSet;
+use mmkd_run::report::definition::Spec;
 
 /// A run that failed: what and why.
 #[derive(Debug, Clone)]
@@ -169,7 +171,7 @@ fn spawn(exe: &Path, args: &[String], device: &str, log: &Path) -> anyhow::Resul
 
 /// ` : recall@20 0.0655 (best epoch 4 of 6)` from a finished run's `result.json`.
 fn headline(run: &Path) -> String {
-    let Ok(text) = std::fs::read_to_string(run.join(mmkd_backbones::train::RESULT_FILE)) else { return String::new() };
+    let Ok(text) = std::fs::read_to_string(run.join(mmkd_run::execute::RESULT_FILE)) else { return String::new() };
     let Ok(r) = serde_json::from_str::<serde_json::Value>(&text) else { return String::new() };
     let criterion = r["criterion"].as_str().unwrap_or("recall@20");
     let value = r["test"][criterion].as_f64().or_else(|| r["test"]["recall@20"].as_f64());

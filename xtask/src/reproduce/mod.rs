@@ -1,30 +1,25 @@
 //! `cargo xtask reproduce <dataset>`: every cell of a paper's tables, each a `cargo xtask train` run per seed,
 //! then a report that puts our numbers next to the paper's.
 //!
-//! The definition is `configs/reproduce/<dataset>.toml` ([`spec`]). Data: `data/<dataset>/` when it holds a
+//! The definition is `configs/reproduce/<dataset>.toml` ([`mmkd_run::report::definition`]). Data: `data/<dataset>/` when it holds a
 //! data set (the authors' files), else the generated preset of the same name is written there once. The plan
 //! ([`plan`]) lists (cell, seed) runs under `runs/<run set>/<cell>/seed<N>/` — the run set is the data set's
 //! name, with `-reference` under the reference protocol, `-joint` when the teacher mode is overridden to joint,
 //! and `-quick` for the smoke version — and skips finished ones, so a table can be built over several
-//! invocations. [`exec`] runs them as child processes with a progress view, [`report`] writes
-//! `reports/<run set>/` (tables, t-tests, claims, CSV/JSON, SVG plots, t-SNE of [`features`] via [`tsne`]).
+//! invocations. [`exec`] runs them as child processes with a progress view, and [`mmkd_run::report`]
+//! writes `reports/<run set>/` (tables, t-tests, claims, CSV/JSON, SVG plots, the t-SNE map).
 
 mod exec;
-mod features;
 mod plan;
-mod plot;
-mod report;
-mod spec;
-mod stats;
-mod tsne;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use mmkd_run::report::definition::{Spec, TeacherMode};
+use mmkd_run::report::RunSet;
 
 use plan::{Plan, Timing};
-use spec::{Spec, TeacherMode};
 
 #[derive(Debug, Args)]
 pub struct ReproduceArgs {
@@ -74,26 +69,6 @@ pub struct ReproduceArgs {
     pub device: String,
 }
 
-/// One run set: where its runs and report go, and how its cells run.
-#[derive(Debug, Clone)]
-pub struct RunSet {
-    /// The data set's name, e.g. `office`.
-    pub dataset: String,
-    /// `<runs>/<run set>`.
-    pub dir: PathBuf,
-    /// `<reports>/<run set>`.
-    pub reports: PathBuf,
-    pub data: PathBuf,
-    /// Whether `data` was written by the generator.
-    pub generated: bool,
-    /// `holdout` or `reference`.
-    pub protocol: String,
-    pub quick: bool,
-    pub seeds: Vec<u64>,
-    pub configs: PathBuf,
-    pub device: String,
-}
-
 /// Whether `dir` is absent or an empty folder.
 fn is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true)
@@ -112,7 +87,7 @@ fn prepare_data(args: &ReproduceArgs, spec: &Spec) -> anyhow::Result<PathBuf> {
     let (dir, preset) = if args.quick {
         (args.runs.join("quick-data").join(&spec.quick.preset), &spec.quick.preset)
     } else {
-        (PathBuf::from("data").join(&args.dataset), &spec.preset)
+        (crate::paths::repo("data").join(&args.dataset), &spec.preset)
     };
     if is_empty(&dir) {
         println!("{} holds no data set: writing the generated preset `{preset}` there (once)", dir.display());
@@ -138,46 +113,6 @@ fn prepare_data(args: &ReproduceArgs, spec: &Spec) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// One line about the data for the report.
-fn data_summary(dir: &Path, generated: bool) -> String {
-    let manifest = std::fs::read_to_string(dir.join(mmkd_synth::MANIFEST_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    let origin = match (&manifest, generated) {
-        (Some(m), true) => {
-            let preset = m["preset"]["name"].as_str().or_else(|| m["preset"]["base"]["name"].as_str());
-            format!("generated preset `{}`, seed {}", preset.unwrap_or("?"), m["seed"])
-        }
-        (_, true) => "generated".into(),
-        (_, false) => "user-supplied".into(),
-    };
-    if mmkd_data::sequential::is_sequential(dir) {
-        // The sequential layout: the generator's statistics when there are some.
-        let keys = ["n_users", "n_items", "n_interactions", "n_train_instances", "n_test_instances"];
-        let stats = manifest
-            .as_ref()
-            .and_then(|m| m["stats"].as_object())
-            .map(|s| keys.iter().filter_map(|k| s.get(*k).map(|v| format!("{k} {v}"))).collect::<Vec<_>>().join(", "));
-        return format!(
-            "`{}` ({origin}; sequential layout{})",
-            dir.display(),
-            stats.map_or(String::new(), |s| format!(": {s}"))
-        );
-    }
-    match mmkd_data::load(dir, &mmkd_data::LoadOptions::default()) {
-        Ok(d) => format!(
-            "`{}` ({origin}): {} users, {} items, {} train / {} test interactions, {} labels",
-            dir.display(),
-            d.n_users,
-            d.n_items,
-            d.train.nnz(),
-            d.test.nnz(),
-            d.labels.as_ref().map_or(0, |l| l.n_labels)
-        ),
-        Err(e) => format!("`{}` ({origin}; could not be read: {e})", dir.display()),
-    }
-}
-
 pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
     let spec_path =
         args.spec.clone().unwrap_or_else(|| args.configs.join("reproduce").join(format!("{}.toml", args.dataset)));
@@ -201,7 +136,7 @@ pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
         spec.teacher_mode = mode;
     }
     for model in spec.cells.iter().map(|c| c.model.as_str()) {
-        if <crate::train::ModelKind as clap::ValueEnum>::from_str(model, false).is_err() {
+        if model.parse::<mmkd_run::ModelKind>().is_err() {
             bail!(
                 "{}: model `{model}` is not a model of `cargo xtask train` in this build (the definition may be \
                  waiting for models that are not wired in yet)",
@@ -215,7 +150,7 @@ pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
         bail!("--seeds must be at least 1");
     }
     let data = prepare_data(args, &spec)?;
-    let generated = crate::config::is_generated(&data);
+    let generated = mmkd_run::config::is_generated(&data);
     let mut failed = Vec::new();
     for protocol in &args.protocol {
         if protocol != "holdout" && protocol != "reference" {
@@ -262,36 +197,10 @@ fn run_set(args: &ReproduceArgs, spec: &Spec, set: &RunSet, selected: &[usize]) 
         return Ok(Vec::new());
     }
     let failures = if args.report_only { Vec::new() } else { exec::run(&mut plan, spec, set, &mut timing)? };
-    let fig4 = match &spec.tsne {
-        Some(t) => fig4(t, set),
-        None => Err("no map asked for".into()),
-    };
-    let info = report::DataInfo {
-        dir: set.data.clone(),
-        generated: set.generated,
-        summary: data_summary(&set.data, set.generated),
-    };
-    let written = report::write(spec, set, &info, fig4)?;
+    let written = mmkd_run::report::write(spec, set)?;
     println!("report: {} ({} files)", written.dir.join("report.md").display(), written.files.len());
     for note in &written.notes {
         println!("note: {note}");
     }
     Ok(failures)
-}
-
-/// The Fig. 4 map from the lowest seed both cells finished.
-fn fig4(t: &spec::TsneSpec, set: &RunSet) -> Result<features::Fig4, String> {
-    let seed = set
-        .seeds
-        .iter()
-        .chain(&[0u64])
-        .copied()
-        .find(|s| {
-            [&t.original, &t.distilled]
-                .iter()
-                .all(|c| set.dir.join(c).join(format!("seed{s}")).join(mmkd_backbones::train::RESULT_FILE).exists())
-        })
-        .ok_or_else(|| format!("`{}` and `{}` have no finished run of a common seed", t.original, t.distilled))?;
-    let run = |c: &str| set.dir.join(c).join(format!("seed{seed}"));
-    features::fig4(t, &run(&t.original), &run(&t.distilled), &set.data).map_err(|e| format!("{e:#}"))
 }

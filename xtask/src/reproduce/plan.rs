@@ -7,11 +7,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use mmkd_run::config::Layers;
+use mmkd_run::execute::{TrainState, RESULT_FILE};
+use mmkd_run::report::definition::{CellSpec, Spec, TeacherMode};
+use mmkd_run::report::epochs::{duration, read_epochs};
+use mmkd_run::report::RunSet;
 use toml::{Table, Value};
-
-use super::spec::{CellSpec, Spec, TeacherMode};
-use super::RunSet;
-use crate::config::Layers;
 
 /// Written into every run folder before the run starts: the arguments it was started with.
 pub const CELL_FILE: &str = "cell.json";
@@ -284,18 +285,18 @@ fn teacher_for(spec: &Spec, set: &RunSet, cell: &CellSpec) -> anyhow::Result<Opt
         flags: Vec::new(),
     };
     let (cfg, _) =
-        crate::config::resolve(&layers).with_context(|| format!("resolving the config of cell `{}`", cell.name))?;
+        mmkd_run::config::resolve(&layers).with_context(|| format!("resolving the config of cell `{}`", cell.name))?;
     if cfg.sgfd.backbone_source != mmkd_student_kd::BackboneSource::Student || !cfg.sgfd.uses_kd() {
         return Ok(None); // The extractor is itself a teacher trained with the backbone (Fig. 3), or no KD.
     }
     let recipe_path = set.configs.join("teacher.toml");
-    let mut recipe = if recipe_path.exists() { crate::config::read_table(&recipe_path)? } else { Table::new() };
+    let mut recipe = if recipe_path.exists() { mmkd_run::config::read_table(&recipe_path)? } else { Table::new() };
     let mut teacher = match Value::try_from(cfg.sgfd.teacher_config()).context("serialising the teacher config")? {
         Value::Table(t) => t,
         _ => bail!("the teacher config is not a table"),
     };
     if let Some(Value::Table(overrides)) = recipe.remove("teacher") {
-        crate::config::merge(&mut teacher, overrides);
+        mmkd_run::config::merge(&mut teacher, overrides);
     }
     recipe.insert("teacher".into(), Value::Table(teacher));
     if set.quick {
@@ -327,12 +328,12 @@ fn recorded_args(dir: &Path) -> anyhow::Result<Option<Vec<String>>> {
     Ok(Some(args))
 }
 
-/// Done (`result.json`), interrupted (a checkpoint) or pending.
+/// Done (`result.json`), interrupted (`state.json`) or pending.
 pub fn job_state(dir: &Path) -> anyhow::Result<JobState> {
-    if dir.join(mmkd_backbones::train::RESULT_FILE).exists() {
+    if dir.join(RESULT_FILE).exists() {
         return Ok(JobState::Done);
     }
-    match mmkd_backbones::train::TrainState::read(dir)? {
+    match TrainState::read(dir)? {
         Some(state) => Ok(JobState::Partial(state.epochs_done)),
         None => Ok(JobState::Pending),
     }
@@ -364,7 +365,7 @@ impl Timing {
         let dir = set.dir.join(cell);
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let run = entry.path();
-            if !run.join(mmkd_backbones::train::RESULT_FILE).exists() {
+            if !run.join(RESULT_FILE).exists() {
                 continue;
             }
             let secs: Vec<f64> = read_epochs(&run).iter().filter_map(|e| e.secs).collect();
@@ -428,61 +429,10 @@ impl Timing {
     }
 }
 
-/// One line of `metrics.jsonl`, as far as the report and the progress view need it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EpochLine {
-    pub epoch: usize,
-    /// Total training loss (`losses.total`, else the sum of the losses).
-    pub loss: Option<f64>,
-    /// The selection metric's value, when the epoch was evaluated.
-    pub criterion: Option<f64>,
-    pub secs: Option<f64>,
-}
-
-/// The epochs of a run folder's `metrics.jsonl` (empty when absent; unreadable lines are skipped).
-pub fn read_epochs(run: &Path) -> Vec<EpochLine> {
-    let Ok(text) = std::fs::read_to_string(run.join(mmkd_backbones::train::METRICS_FILE)) else { return Vec::new() };
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| {
-            let losses = v["losses"].as_object();
-            let loss = losses.and_then(|m| {
-                m.get("total").and_then(|x| x.as_f64()).or_else(|| {
-                    let values: Vec<f64> = m.values().filter_map(|x| x.as_f64()).collect();
-                    (!values.is_empty()).then(|| values.iter().sum())
-                })
-            });
-            EpochLine {
-                epoch: v["epoch"].as_u64().unwrap_or(0) as usize,
-                loss,
-                criterion: v["criterion"].as_f64(),
-                secs: v["secs"].as_f64(),
-            }
-        })
-        .collect()
-}
-
-/// `3725.0` → `1h02m`, `75.0` → `1m15s`, `9.0` → `9s`.
-pub fn duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
 /// FNV-1a (64-bit) of `text` as 16 hex digits: a stable folder name (std's hasher may change between
 /// releases).
 pub fn fnv_hex(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", mmkd_run::compress::fnv1a(text.as_bytes()))
 }
 
 #[cfg(test)]
@@ -490,25 +440,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_hashes_and_epoch_lines() {
-        assert_eq!(duration(3725.0), "1h02m");
-        assert_eq!(duration(75.0), "1m15s");
-        assert_eq!(duration(9.4), "9s");
+    fn hashes_and_job_states() {
         // FNV-1a test vectors: "" → cbf29ce484222325, "a" → af63dc4c8601ec8c.
         assert_eq!(fnv_hex(""), "cbf29ce484222325");
         assert_eq!(fnv_hex("a"), "af63dc4c8601ec8c");
         let dir = std::env::temp_dir().join(format!("mmkd-plan-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("metrics.jsonl"),
-            "{\"epoch\":1,\"losses\":{\"bpr\":0.5,\"total\":0.7},\"criterion\":0.1,\"secs\":2.0}\n\
-             {\"epoch\":2,\"losses\":{\"bpr\":0.25,\"reg\":0.25},\"secs\":3.0}\n",
-        )
-        .unwrap();
-        let e = read_epochs(&dir);
-        assert_eq!(e.len(), 2);
-        assert_eq!((e[0].loss, e[0].criterion, e[0].secs), (Some(0.7), Some(0.1), Some(2.0)));
-        assert_eq!((e[1].epoch, e[1].loss, e[1].criterion), (2, Some(0.5), None));
         assert_eq!(job_state(&dir).unwrap(), JobState::Pending);
         std::fs::write(dir.join("state.json"), "{\"epochs_done\": 2}").unwrap();
         assert_eq!(job_state(&dir).unwrap(), JobState::Partial(2));

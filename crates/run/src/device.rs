@@ -1,17 +1,18 @@
 //! `--device cpu|cuda[:N]`.
 
-use anyhow::{bail, Context};
 use candle_core::Device;
 
+use crate::error::{bail, Context, Error, Result};
+
 /// Parses a device name; `cuda` needs a build with `--features cuda`.
-pub fn parse(name: &str) -> anyhow::Result<Device> {
+pub fn parse(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
         _ if name == "cuda" || name.starts_with("cuda:") => {
             let ordinal = match name.strip_prefix("cuda:") {
-                Some(n) => {
-                    n.parse::<usize>().with_context(|| format!("device `{name}`: expected cuda:N with N an integer"))?
-                }
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| Error::Invalid(format!("device `{name}`: expected cuda:N with N an integer")))?,
                 None => 0,
             };
             if !cfg!(feature = "cuda") {

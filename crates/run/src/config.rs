@@ -1,4 +1,4 @@
-//! The layered run configuration of `cargo xtask train`, in the order of application:
+//! The layered run configuration of a training run (`cargo xtask train`), in the order of application:
 //! 1. the SGFD preset named by `--extractor` (`sgfd_l`, …) as the base of `[sgfd]`, when one is named;
 //! 2. `configs/base.toml`;
 //! 3. `configs/dataset/<data folder name>.toml`, if present;
@@ -20,15 +20,16 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context};
 use mmkd_backbones::cf::mf::MfConfig;
-use mmkd_backbones::train::TrainConfig;
 use mmkd_eval::EvalConfig;
 use mmkd_features::{Normalization, ProjectionConfig};
 use mmkd_nn::optim::{LrSchedule, OptimConfig};
 use mmkd_student_kd::SgfdConfig;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
+
+use crate::error::{bail, Context, Error, Result};
+use crate::execute::{SeqConfig, TrainConfig};
 
 /// Everything a training run reads from its configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,7 +59,7 @@ pub struct RunConfig {
     /// Sequential data: k-core, maximum input length, test share.
     pub seq_data: mmkd_data::sequential::SeqOptions,
     /// What every sequential model shares (embedding width, batch, cutoffs, modality tables).
-    pub seq: mmkd_backbones::seq::recommender::SeqConfig,
+    pub seq: SeqConfig,
     pub mmsr: mmkd_backbones::seq::mmsr::MmsrConfig,
     pub sasrec: mmkd_backbones::seq::sasrec::SasRecConfig,
     pub gru4rec: mmkd_backbones::seq::gru4rec::Gru4RecConfig,
@@ -107,7 +108,7 @@ pub fn is_generated(dir: &Path) -> bool {
 }
 
 /// Merges the layers and reads the result; also returns the files that were applied, in order.
-pub fn resolve(layers: &Layers) -> anyhow::Result<(RunConfig, Vec<PathBuf>)> {
+pub fn resolve(layers: &Layers) -> Result<(RunConfig, Vec<PathBuf>)> {
     let (table, applied) = merged(layers, false)?;
     // The reference protocol brings each model's own selection rule; it is known only once every layer
     // (and `--set train.protocol=…`) is read, so the layers are merged again with its file among them.
@@ -134,7 +135,7 @@ fn files(layers: &Layers, reference: bool) -> Vec<PathBuf> {
     files.into_iter().filter(|p| p.exists()).collect()
 }
 
-fn merged(layers: &Layers, reference: bool) -> anyhow::Result<(Table, Vec<PathBuf>)> {
+fn merged(layers: &Layers, reference: bool) -> Result<(Table, Vec<PathBuf>)> {
     let mut table = Table::new();
     if let Some(sgfd) = &layers.sgfd_base {
         table.insert("sgfd".into(), Value::try_from(sgfd).context("serialising the SGFD preset")?);
@@ -164,7 +165,7 @@ fn merged(layers: &Layers, reference: bool) -> anyhow::Result<(Table, Vec<PathBu
 }
 
 /// Reads the merged table into a [`RunConfig`]; an error names the section and the key.
-pub fn from_table(table: &Table) -> anyhow::Result<RunConfig> {
+pub fn from_table(table: &Table) -> Result<RunConfig> {
     // Through text, so that the error carries a position and we can name the section it lies in.
     let text = toml::to_string(table).context("serialising the merged configuration")?;
     toml::from_str(&text).map_err(|e| {
@@ -172,13 +173,13 @@ pub fn from_table(table: &Table) -> anyhow::Result<RunConfig> {
             .span()
             .and_then(|span| text[..span.start].lines().rev().find(|l| l.trim_start().starts_with('[')))
             .map_or_else(|| "top level".to_string(), |l| l.trim().to_string());
-        anyhow!("invalid configuration in {section}: {}", e.message())
+        Error::Invalid(format!("invalid configuration in {section}: {}", e.message()))
     })
 }
 
 /// The TOML file at `path` as a table.
-pub fn read_table(path: &Path) -> anyhow::Result<Table> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn read_table(path: &Path) -> Result<Table> {
+    let text = crate::error::read_to_string(path)?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -200,7 +201,7 @@ pub fn merge(base: &mut Table, overlay: Table) {
 
 /// `key=value` → the key and the value read as TOML (`1e-2`, `true`, `[10, 20]`, `"x"`), or as a string
 /// when it is not valid TOML (`recall@20`, a path).
-pub fn parse_set(arg: &str) -> anyhow::Result<(String, Value)> {
+pub fn parse_set(arg: &str) -> Result<(String, Value)> {
     let Some((key, raw)) = arg.split_once('=') else {
         bail!("--set {arg}: expected KEY=VALUE, e.g. optim.lr=1e-2");
     };
@@ -217,9 +218,9 @@ pub fn parse_set(arg: &str) -> anyhow::Result<(String, Value)> {
 }
 
 /// Sets `a.b.c = value`, creating tables on the way.
-pub fn set_dotted(table: &mut Table, key: &str, value: Value) -> anyhow::Result<()> {
+pub fn set_dotted(table: &mut Table, key: &str, value: Value) -> Result<()> {
     let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().ok_or_else(|| anyhow!("empty key"))?;
+    let last = parts.pop().ok_or_else(|| Error::Invalid("empty key".into()))?;
     let mut current = table;
     for (depth, part) in parts.iter().enumerate() {
         let entry = current.entry(part.to_string()).or_insert_with(|| Value::Table(Table::new()));
@@ -237,7 +238,7 @@ mod tests {
     use super::*;
 
     fn shipped() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 /// A reproduction definition.
@@ -257,7 +257,7 @@ fn default_iterations() -> usize {
 
 impl Spec {
     /// Reads and checks `path`.
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
+    pub fn read(path: &Path) -> crate::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let spec: Spec = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         spec.validate().with_context(|| format!("checking {}", path.display()))?;
@@ -265,7 +265,7 @@ impl Spec {
     }
 
     /// Names unique and safe as folder names; every referenced cell exists; one paper value per metric.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> crate::Result<()> {
         let mut names = BTreeSet::new();
         for c in &self.cells {
             let safe = !c.name.is_empty()
@@ -280,7 +280,7 @@ impl Spec {
         if self.seeds == 0 || self.quick.seeds == 0 {
             bail!("seeds must be at least 1");
         }
-        let known = |name: &str, what: &str| -> anyhow::Result<()> {
+        let known = |name: &str, what: &str| -> crate::Result<()> {
             if names.contains(name) {
                 Ok(())
             } else {
@@ -344,7 +344,7 @@ impl Spec {
     /// Indices of the cells `--only` selects: comma-separated patterns, each a cell name, a table id (its
     /// cells) or a glob with `*` (e.g. `grcn-*`). No patterns = every cell. A pattern that selects nothing is
     /// an error.
-    pub fn select(&self, only: &[String]) -> anyhow::Result<Vec<usize>> {
+    pub fn select(&self, only: &[String]) -> crate::Result<Vec<usize>> {
         if only.is_empty() {
             return Ok((0..self.cells.len()).collect());
         }
@@ -418,7 +418,7 @@ mod tests {
     use super::*;
 
     fn shipped(name: &str) -> Spec {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/reproduce").join(format!("{name}.toml"));
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/reproduce").join(format!("{name}.toml"));
         Spec::read(&path).unwrap()
     }
 

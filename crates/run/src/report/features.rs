@@ -1,13 +1,13 @@
 //! The report's Fig. 4: item features from the original extractor of a vanilla run and from the teacher and
 //! the student of an SGFD run, mapped to 2-D by t-SNE for three categories, per modality. Each extractor is
-//! rebuilt from its run's `config.toml` (the header names it) and its weights are read from
+//! rebuilt from its run's `config.toml` (its `run.toml` names it) and its weights are read from
 //! `best.safetensors` (keys `extractor.…`, as `train` saves them; a pretrained teacher comes from the folder
 //! its config names).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use mmkd_features::{FeatureExtractor, Mode, Projection};
@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::spec::TsneSpec;
+use super::definition::TsneSpec;
 use super::tsne::{knn_purity, tsne, TsneConfig};
 use crate::config::RunConfig;
 
@@ -37,21 +37,21 @@ fn run_features(
     run: &Path,
     data_set: &mmkd_data::Dataset,
     store: &mmkd_features::FeatureStore,
-) -> anyhow::Result<RunFeatures> {
+) -> crate::Result<RunFeatures> {
     let device = Device::Cpu;
-    let header = crate::recommend::read_header(run)?;
-    let path = run.join("config.toml");
+    let extractor = crate::RunRecord::read(run)?.spec.extractor;
+    let path = run.join(crate::run_dir::CONFIG_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let cfg: RunConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let mut store = store.clone();
     store.normalize(cfg.data.normalization);
-    let best = run.join(mmkd_backbones::train::BEST_FILE);
+    let best = run.join(crate::execute::BEST_FILE);
     let tensors =
         candle_core::safetensors::load(&best, &device).with_context(|| format!("reading {}", best.display()))?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &device).pp("extractor");
     let modalities: Vec<String> = store.names().into_iter().map(str::to_owned).collect();
-    let context = || format!("rebuilding the `{}` extractor of {}", header.extractor, run.display());
-    if header.extractor == "vanilla" {
+    let context = || format!("rebuilding the `{extractor}` extractor of {}", run.display());
+    if extractor == crate::ExtractorKind::Vanilla {
         let projection = Projection::new(vb, &cfg.projection, &store, &device).with_context(context)?;
         let extracted = projection.extract(None, Mode::Eval)?.features;
         return Ok(RunFeatures { modalities, extracted, teacher: None });
@@ -94,7 +94,7 @@ pub struct Fig4 {
 }
 
 /// Rows `items` of `t` as f64, each L2-normalised (the map compares directions, as the backbones do).
-fn rows(t: &Tensor, items: &[u32]) -> anyhow::Result<(Vec<f64>, usize)> {
+fn rows(t: &Tensor, items: &[u32]) -> crate::Result<(Vec<f64>, usize)> {
     let idx = Tensor::from_slice(items, items.len(), t.device())?;
     let x = t.index_select(&idx, 0)?.to_dtype(DType::F64)?;
     let d = x.dim(1)?;
@@ -107,8 +107,8 @@ fn rows(t: &Tensor, items: &[u32]) -> anyhow::Result<(Vec<f64>, usize)> {
 }
 
 /// Builds the map from the runs `original` (vanilla) and `distilled` (SGFD) trained on `data`.
-pub fn fig4(spec: &TsneSpec, original: &Path, distilled: &Path, data: &Path) -> anyhow::Result<Fig4> {
-    let (data_set, store) = crate::inspect::load_checked(data)?;
+pub fn fig4(spec: &TsneSpec, original: &Path, distilled: &Path, data: &Path) -> crate::Result<Fig4> {
+    let (data_set, store) = crate::load_checked(data)?;
     let Some(store) = store else { bail!("{}: no item features", data.display()) };
     let Some(labels) = data_set.labels.as_ref() else { bail!("{}: no item labels", data.display()) };
     // The three most frequent categories (ties to the lower class), `per_class` items each, seeded.

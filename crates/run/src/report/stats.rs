@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
 use mmkd_eval::TTest;
 use serde::Deserialize;
 
@@ -41,7 +41,7 @@ pub fn relative_improvement(a: f64, b: f64) -> Option<f64> {
 }
 
 /// The per-user values of `metric` averaged over `runs` (one per seed), which must list the same users.
-pub fn per_user_mean(runs: &[&PerUser], metric: &str) -> anyhow::Result<(Vec<u32>, Vec<f64>)> {
+pub fn per_user_mean(runs: &[&PerUser], metric: &str) -> crate::Result<(Vec<u32>, Vec<f64>)> {
     let Some(first) = runs.first() else { bail!("no runs to average") };
     let mut sum = vec![0.0; first.users.len()];
     for run in runs {
@@ -64,7 +64,7 @@ pub fn per_user_mean(runs: &[&PerUser], metric: &str) -> anyhow::Result<(Vec<u32
 
 /// Paired t-test over users of `a` against `b`: `a[i]` and `b[i]` are the same seed's evaluations; each
 /// user's value is averaged over the seeds first.
-pub fn p_over_users(a: &[&PerUser], b: &[&PerUser], metric: &str) -> anyhow::Result<TTest> {
+pub fn p_over_users(a: &[&PerUser], b: &[&PerUser], metric: &str) -> crate::Result<TTest> {
     if a.len() != b.len() {
         bail!("{} seeds against {}", a.len(), b.len());
     }
@@ -77,7 +77,7 @@ pub fn p_over_users(a: &[&PerUser], b: &[&PerUser], metric: &str) -> anyhow::Res
 }
 
 /// Paired t-test over seeds: `a[i]`, `b[i]` are the same seed's summary values (at least 2 seeds).
-pub fn p_over_seeds(a: &[f64], b: &[f64]) -> anyhow::Result<TTest> {
+pub fn p_over_seeds(a: &[f64], b: &[f64]) -> crate::Result<TTest> {
     Ok(mmkd_eval::paired_t_test(a, b)?)
 }
 

@@ -6,8 +6,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use super::epochs::EpochLine;
 use super::features::Fig4;
-use super::plan::EpochLine;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
@@ -29,8 +29,8 @@ const CLASS_COLORS: [RGBColor; 3] = [RGBColor(255, 127, 14), RGBColor(31, 119, 1
 const OURS: RGBColor = RGBColor(31, 119, 180);
 const PAPER: RGBColor = RGBColor(170, 170, 170);
 
-fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing the chart: {e}")
+fn plot_err<E: std::fmt::Display>(e: E) -> crate::Error {
+    crate::Error::Invalid(format!("drawing the chart: {e}"))
 }
 
 /// `lo..hi` of the finite `values` with a 5 % margin; a usable range for constant or absent values.
@@ -51,12 +51,7 @@ fn padded_range(values: impl Iterator<Item = f64>, floor_zero: bool) -> std::ops
 }
 
 /// One panel of lines `(name, points)` with markers.
-fn line_panel(
-    area: &Area<'_>,
-    caption: &str,
-    y_desc: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) -> anyhow::Result<()> {
+fn line_panel(area: &Area<'_>, caption: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> crate::Result<()> {
     let xs = padded_range(series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)), false);
     let ys = padded_range(series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)), false);
     let mut chart = ChartBuilder::on(area)
@@ -91,7 +86,7 @@ fn line_panel(
 }
 
 /// Training curves of one cell: the total loss and the selection metric per epoch, one line per seed.
-pub fn curves_svg(title: &str, runs: &[(u64, Vec<EpochLine>)], criterion: &str) -> anyhow::Result<String> {
+pub fn curves_svg(title: &str, runs: &[(u64, Vec<EpochLine>)], criterion: &str) -> crate::Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (1000, 400)).into_drawing_area();
@@ -121,7 +116,7 @@ pub struct BarRow {
 }
 
 /// Grouped bars per row, ours (with ±1 std) beside the paper's, one panel per metric.
-pub fn bars_svg(title: &str, metrics: &[String], rows: &[BarRow]) -> anyhow::Result<String> {
+pub fn bars_svg(title: &str, metrics: &[String], rows: &[BarRow]) -> crate::Result<String> {
     let mut svg = String::new();
     let n = rows.len().max(1);
     let width = (metrics.len().max(1) as u32) * (60 + 52 * n as u32).max(360);
@@ -192,7 +187,7 @@ pub fn bars_svg(title: &str, metrics: &[String], rows: &[BarRow]) -> anyhow::Res
 }
 
 /// The t-SNE grid: one row per modality, columns original / teacher / student, points coloured by category.
-pub fn tsne_svg(title: &str, fig: &Fig4) -> anyhow::Result<String> {
+pub fn tsne_svg(title: &str, fig: &Fig4) -> crate::Result<String> {
     let mut modalities: Vec<&str> = Vec::new();
     for p in &fig.panels {
         if !modalities.contains(&p.modality.as_str()) {
