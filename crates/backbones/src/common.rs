@@ -125,6 +125,30 @@ pub fn sample_epoch(
         .collect()
 }
 
+/// An epoch's batches, drawn by [`sample_epoch`] when the epoch begins and read step by step.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EpochBatches(Vec<TripleBatch>);
+
+impl EpochBatches {
+    /// Draws the epoch's batches (see [`sample_epoch`]); returns their number, the epoch's steps.
+    pub(crate) fn draw(
+        &mut self,
+        sampler: Sampler,
+        train: &Csr,
+        batch_size: usize,
+        n_neg: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<usize> {
+        self.0 = sample_epoch(sampler, train, batch_size, n_neg, rng)?;
+        Ok(self.0.len())
+    }
+
+    /// Batch `step` of the epoch; an error naming `model` past the last one.
+    pub(crate) fn get(&self, step: usize, model: &str) -> Result<&TripleBatch> {
+        self.0.get(step).ok_or_else(|| Error::Config(format!("{model}: step {step} beyond the epoch's batches")))
+    }
+}
+
 /// A batch's named terms with the total last (as the CF baselines' `batch_losses` return them) as
 /// [`StepLosses`].
 pub(crate) fn into_step(mut named: Vec<(&'static str, Tensor)>, model: &str) -> Result<StepLosses> {
@@ -180,6 +204,13 @@ impl DotScores {
     /// From joint representations `(n_users + n_items, d)`, users first.
     pub fn from_joint(e: &Tensor, dims: Dims) -> Result<Self> {
         Self::new(&e.narrow(0, 0, dims.n_users)?, &e.narrow(0, dims.n_users, dims.n_items)?)
+    }
+
+    /// [`DotScores::score`] of the cache `prepare_eval` filled; an error naming `model` when it is empty.
+    pub fn score_cached(cache: Option<&Self>, model: &str, users: &[u32]) -> Result<Tensor> {
+        cache
+            .ok_or_else(|| Error::Config(format!("{model}: call prepare_eval before score_users")))?
+            .score(model, users)
     }
 
     /// `user[users] · itemᵀ`: `(users.len(), n_items)`; an out-of-range user is an error naming `model`.

@@ -16,6 +16,9 @@ use crate::execute::ModalityInit;
 ///
 /// The autoencoder is data preprocessing, trained once and frozen: its seed is fixed (not the run seed), and
 /// its output is cached in `DIR/.mmkd-cache/ae-<key>.safetensors`, keyed by the `[ae]` settings, the
+/// Version of the autoencoder's training, part of the cache key.
+const AE_VERSION: &str = "ae-v2";
+
 /// normalisation, the feature files' sizes and the kept items, so every run on the same data reuses it.
 pub fn compress_features(
     dir: &std::path::Path,
@@ -30,7 +33,9 @@ pub fn compress_features(
             bail!("the sequential models need both modality feature files; {} is missing", path.display());
         }
     }
-    let mut key = format!("{:?}|{:?}|{:?}", cfg.ae, cfg.data.normalization, data.item_raw);
+    // `AE_VERSION` changes when the autoencoder's training changes (v2: the PyTorch-faithful AdamW of
+    // `mmkd-nn` instead of candle's), so that no cache of another version is read.
+    let mut key = format!("{AE_VERSION}|{:?}|{:?}|{:?}", cfg.ae, cfg.data.normalization, data.item_raw);
     for (_, path) in &files {
         let len = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?.len();
         key.push_str(&format!("|{len}"));

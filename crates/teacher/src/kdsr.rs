@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::{Optimizer, VarMap};
 use mmkd_features::nn::linear;
 use mmkd_features::{seeded_var_builder, LinearInit};
+use mmkd_nn::optim::{sorted_vars, AdamConfig, AdamW};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -120,8 +121,8 @@ pub fn compress(x: &Tensor, cfg: &AeConfig, seed: u64, device: &Device) -> Resul
     let vb = seeded_var_builder(&varmap, seed, DType::F32, device);
     let encoder = linear(vb.pp("encoder"), in_dim, cfg.dim, LinearInit::Torch)?;
     let decoder = linear(vb.pp("decoder"), cfg.dim, in_dim, LinearInit::Torch)?;
-    let vars = sorted_vars(&varmap)?;
-    let mut opt = AdamW::new(vars.clone(), ParamsAdamW { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
+    let vars = sorted_vars(&varmap);
+    let mut opt = AdamW::new(vars.clone(), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
     let encode = |xb: &Tensor| -> candle_core::Result<Tensor> { candle_nn::ops::sigmoid(&encoder.forward(xb)?) };
 
     let mut rng = mmkd_data::stream(seed, "kdsr-ae-batches");
@@ -179,13 +180,6 @@ pub fn compress(x: &Tensor, cfg: &AeConfig, seed: u64, device: &Device) -> Resul
     let report = AeReport { epochs, first_loss, final_loss, best_loss };
     tracing::info!(?report, "autoencoder trained");
     Ok((z, report))
-}
-
-fn sorted_vars(varmap: &VarMap) -> Result<Vec<Var>> {
-    let data = varmap.data().lock().map_err(|_| Error::Mismatch("poisoned VarMap lock".into()))?;
-    let mut named: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(named.into_iter().map(|(_, v)| v).collect())
 }
 
 // ---------------------------------------------------------------------------------------------------------

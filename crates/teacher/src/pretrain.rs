@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Optimizer, VarBuilder, VarMap};
 use mmkd_data::Labels;
 use mmkd_features::{seeded_var_builder, write_atomically, FeatureStore};
+use mmkd_nn::optim::{sorted_vars, AdamConfig, AdamW};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -218,13 +219,7 @@ pub fn pretrain(
     let varmap = VarMap::new();
     let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
     let teacher = Teacher::new(vb, &cfg.teacher, &modalities, &in_dims, labels.n_labels)?;
-    let mut named: Vec<(String, candle_core::Var)> =
-        varmap.data().lock().map_err(|_| Error::Mismatch("poisoned VarMap lock".into()))?.clone().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut opt = AdamW::new(
-        named.into_iter().map(|(_, v)| v).collect(),
-        ParamsAdamW { lr: cfg.lr, weight_decay: 0.0, ..Default::default() },
-    )?;
+    let mut opt = AdamW::new(sorted_vars(&varmap), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
 
     let batch = if cfg.batch_size == 0 { train.len() } else { cfg.batch_size };
     let mut rng = mmkd_data::stream(cfg.seed, "teacher-batches");

@@ -447,7 +447,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mmkd-plan-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(job_state(&dir).unwrap(), JobState::Pending);
-        std::fs::write(dir.join("state.json"), "{\"epochs_done\": 2}").unwrap();
+        // An interrupted run: a checkpoint whose trainer state (the safetensors metadata) says 2 epochs.
+        let state = r#"{"model":"mf","seed":0,"protocol":"holdout","criterion":"recall@20","epochs_done":2,"best_epoch":1,"best_value":0.1,"best_value_bits":0,"bad_evals":1,"lr":0.001,"stopped_early":false}"#;
+        let header = serde_json::json!({ "__metadata__": { "state": state } }).to_string();
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        std::fs::write(dir.join(mmkd_run::execute::CHECKPOINT_FILE), bytes).unwrap();
         assert_eq!(job_state(&dir).unwrap(), JobState::Partial(2));
         std::fs::write(dir.join("result.json"), "{}").unwrap();
         assert_eq!(job_state(&dir).unwrap(), JobState::Done);

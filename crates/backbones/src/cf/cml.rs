@@ -33,7 +33,7 @@ use mmkd_data::Csr;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_train_shape, check_users, into_step, sample_epoch, Sampler, TripleBatch};
+use crate::common::{check_train_shape, check_users, into_step, EpochBatches, Sampler, TripleBatch};
 use crate::loss::{clip_rows, covariance_loss, CovForm};
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
@@ -169,7 +169,7 @@ pub struct Cml {
     /// The train matrix the model is fitted on.
     train: Csr,
     /// This epoch's batches ([`Backbone::begin_epoch`]).
-    epoch_batches: Vec<TripleBatch>,
+    epoch_batches: EpochBatches,
     varmap: VarMap,
     device: Device,
 }
@@ -206,7 +206,7 @@ impl Cml {
             varmap: varmap.clone(),
             device: vb.device().clone(),
             train: train.clone(),
-            epoch_batches: Vec::new(),
+            epoch_batches: EpochBatches::default(),
         })
     }
 
@@ -274,16 +274,11 @@ impl Backbone for Cml {
     /// unit-ball clipping of every row. Stats: means over batches of `"metric"`, `"cov"` (with
     /// `use_cov_loss`) and `"total"`. A non-finite loss ends the epoch before its step.
     fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
-        self.epoch_batches =
-            sample_epoch(self.cfg.sampler, &self.train, self.cfg.batch_size, self.cfg.n_negatives, ctx.rng)?;
-        Ok(self.epoch_batches.len())
+        self.epoch_batches.draw(self.cfg.sampler, &self.train, self.cfg.batch_size, self.cfg.n_negatives, ctx.rng)
     }
 
     fn step_losses(&mut self, step: usize, _rng: &mut ChaCha8Rng) -> Result<StepLosses> {
-        let batch = self
-            .epoch_batches
-            .get(step)
-            .ok_or_else(|| Error::Config(format!("cml: step {step} beyond the epoch's batches")))?;
+        let batch = self.epoch_batches.get(step, "cml")?;
         let named = self.batch_losses(&batch.users, &batch.positives, &batch.negatives)?;
         into_step(named, "cml")
     }

@@ -37,7 +37,7 @@ use mmkd_features::nn::l2_normalize;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_train_shape, into_step, sample_epoch, DotScores, Sampler, TripleBatch};
+use crate::common::{check_train_shape, into_step, DotScores, EpochBatches, Sampler, TripleBatch};
 use crate::loss::{emb_reg, RegForm};
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
@@ -323,7 +323,7 @@ pub struct Dgcf {
     /// The train matrix the model is fitted on.
     train: Csr,
     /// This epoch's batches ([`Backbone::begin_epoch`]).
-    epoch_batches: Vec<TripleBatch>,
+    epoch_batches: EpochBatches,
     varmap: VarMap,
     device: Device,
     eval_cache: Option<DotScores>,
@@ -365,7 +365,7 @@ impl Dgcf {
             graph: DgcfGraph::new(train, device)?,
             n_train: train.nnz(),
             train: train.clone(),
-            epoch_batches: Vec::new(),
+            epoch_batches: EpochBatches::default(),
             varmap: varmap.clone(),
             device: device.clone(),
             eval_cache: None,
@@ -455,15 +455,11 @@ impl Backbone for Dgcf {
     /// `"total"`.
     fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
         self.eval_cache = None;
-        self.epoch_batches = sample_epoch(self.cfg.sampler, &self.train, self.cfg.batch_size, 1, ctx.rng)?;
-        Ok(self.epoch_batches.len())
+        self.epoch_batches.draw(self.cfg.sampler, &self.train, self.cfg.batch_size, 1, ctx.rng)
     }
 
     fn step_losses(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<StepLosses> {
-        let batch = self
-            .epoch_batches
-            .get(step)
-            .ok_or_else(|| Error::Config(format!("dgcf: step {step} beyond the epoch's batches")))?;
+        let batch = self.epoch_batches.get(step, "dgcf")?;
         let named = self.batch_losses(batch, rng)?;
         into_step(named, "dgcf")
     }
@@ -483,11 +479,7 @@ impl Backbone for Dgcf {
 impl Recommender for Dgcf {
     /// `E*[users] · E*[items]ᵀ`, `(users.len(), n_items)`; needs [`Backbone::prepare_eval`].
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
-        let cache = self
-            .eval_cache
-            .as_ref()
-            .ok_or_else(|| Error::Config("dgcf: call prepare_eval before score_users".into()))?;
-        cache.score("dgcf", users)
+        DotScores::score_cached(self.eval_cache.as_ref(), "dgcf", users)
     }
 }
 

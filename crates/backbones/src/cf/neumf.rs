@@ -34,7 +34,7 @@ use mmkd_features::nn::{linear, LinearInit};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_train_shape, check_users, sample_epoch, Sampler, TripleBatch};
+use crate::common::{check_train_shape, check_users, EpochBatches, Sampler, TripleBatch};
 use crate::loss::dropout;
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};
@@ -134,7 +134,7 @@ pub struct NeuMf {
     /// The train matrix the model is fitted on.
     train: Csr,
     /// This epoch's batches ([`Backbone::begin_epoch`]).
-    epoch_batches: Vec<TripleBatch>,
+    epoch_batches: EpochBatches,
     varmap: VarMap,
     device: Device,
 }
@@ -178,7 +178,7 @@ impl NeuMf {
             varmap: varmap.clone(),
             device: vb.device().clone(),
             train: train.clone(),
-            epoch_batches: Vec::new(),
+            epoch_batches: EpochBatches::default(),
         })
     }
 
@@ -249,15 +249,11 @@ impl Backbone for NeuMf {
     /// Batches from `cfg.sampler` with `n_neg` negatives per pair; one optimiser step per batch. Stats: the
     /// mean over batches of `"bce"` and `"total"` (equal). A non-finite loss ends the epoch before its step.
     fn begin_epoch(&mut self, ctx: &mut EpochCtx<'_>) -> Result<usize> {
-        self.epoch_batches = sample_epoch(self.cfg.sampler, &self.train, self.cfg.batch_size, self.cfg.n_neg, ctx.rng)?;
-        Ok(self.epoch_batches.len())
+        self.epoch_batches.draw(self.cfg.sampler, &self.train, self.cfg.batch_size, self.cfg.n_neg, ctx.rng)
     }
 
     fn step_losses(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<StepLosses> {
-        let batch = self
-            .epoch_batches
-            .get(step)
-            .ok_or_else(|| Error::Config(format!("neumf: step {step} beyond the epoch's batches")))?;
+        let batch = self.epoch_batches.get(step, "neumf")?;
         let bce = self.batch_loss(&batch.users, &batch.positives, &batch.negatives, rng)?;
         Ok(StepLosses::new([("bce", bce.clone())], bce))
     }

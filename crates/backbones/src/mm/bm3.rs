@@ -357,10 +357,6 @@ impl Recommender for Bm3 {
     /// `g(u)[users] · g(i)ᵀ`: `(users.len(), n_items)`. Needs [`Backbone::prepare_eval`] after the last
     /// training epoch.
     fn score_users(&self, users: &[u32]) -> Result<Tensor> {
-        let cache = self
-            .eval_cache
-            .as_ref()
-            .ok_or_else(|| Error::Config("bm3: call prepare_eval before score_users".into()))?;
-        cache.score("bm3", users)
+        DotScores::score_cached(self.eval_cache.as_ref(), "bm3", users)
     }
 }
