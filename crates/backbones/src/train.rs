@@ -522,13 +522,7 @@ pub fn evaluate_model<M: Recommender + ?Sized>(
     truth: &Csr,
     eval: &EvalConfig,
 ) -> Result<EvalResult> {
-    let score = |users: &[u32]| {
-        model.score_users(users).map_err(|e| match e {
-            Error::Candle(e) => e,
-            other => candle_core::Error::Msg(other.to_string()),
-        })
-    };
-    Ok(mmkd_eval::evaluate(score, seen, truth, eval)?)
+    Ok(mmkd_eval::evaluate(|users: &[u32]| model.score_users(users), seen, truth, eval)?)
 }
 
 /// The pairs of `a` and `b` as one user → items list.

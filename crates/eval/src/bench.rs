@@ -112,7 +112,7 @@ pub fn full_ranking(
             let scores = user_emb.index_select(&idx, 0)?.matmul(&item_emb_t)?; // (b, n_items)
             device.synchronize()?;
             score_secs += scoring.elapsed().as_secs_f64();
-            Ok(scores)
+            Ok::<_, candle_core::Error>(scores)
         },
         &train,
         &test,

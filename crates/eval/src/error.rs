@@ -3,6 +3,9 @@
 /// Everything that can go wrong while evaluating or comparing rankings.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The score closure failed; its own error (e.g. the model's) is the source.
+    #[error("scoring failed")]
+    Scorer(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The score closure returned a matrix of the wrong shape.
     #[error("score matrix for a batch of {} users must be ({}, {}), found {found:?}", expected.0, expected.0, expected.1)]
     ScoreShape {

@@ -76,9 +76,10 @@ impl EvalResult {
 /// every metric is read from that ranked list. Ranking runs on the host because candle has no top-K kernel and
 /// its CUDA `arg_sort` keeps a whole row in one block's shared memory, which fails beyond a few thousand items. `train` and `test` are user → items lists of the
 /// same shape. The result does not depend on `user_batch` or on the number of threads.
-pub fn evaluate<F>(mut score: F, train: &Csr, test: &Csr, cfg: &EvalConfig) -> Result<EvalResult>
+pub fn evaluate<F, E>(mut score: F, train: &Csr, test: &Csr, cfg: &EvalConfig) -> Result<EvalResult>
 where
-    F: FnMut(&[u32]) -> candle_core::Result<Tensor>,
+    F: FnMut(&[u32]) -> std::result::Result<Tensor, E>,
+    E: std::error::Error + Send + Sync + 'static,
 {
     let ks = validate_cutoffs(cfg)?;
     validate_lists(train, test)?;
@@ -92,7 +93,7 @@ where
 
     let mut per_user_metrics: Vec<UserMetrics> = Vec::with_capacity(users.len());
     for batch in users.chunks(cfg.user_batch) {
-        let scores = score(batch)?;
+        let scores = score(batch).map_err(|e| Error::Scorer(Box::new(e)))?;
         if scores.dims() != [batch.len(), n_items] {
             return Err(Error::ScoreShape { expected: (batch.len(), n_items), found: scores.dims().to_vec() });
         }

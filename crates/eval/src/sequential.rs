@@ -70,7 +70,7 @@ fn next_item_value(metric: Metric, (hr, mrr, ndcg): (f64, f64, f64)) -> Option<f
 /// scoring item `j + 1` (padding excluded). `targets[i]` is instance `i`'s target item id (1..=n_items). It is
 /// called with consecutive ranges of at most `batch` instances. The result's `users` are the instance indices
 /// `0..targets.len()`, `per_user` holds `hr@K`, `mrr@K`, `ndcg@K` per instance, `summary` their means.
-pub fn evaluate_next_item<F>(
+pub fn evaluate_next_item<F, E>(
     mut score: F,
     targets: &[u32],
     n_items: usize,
@@ -78,7 +78,8 @@ pub fn evaluate_next_item<F>(
     batch: usize,
 ) -> Result<EvalResult>
 where
-    F: FnMut(usize, usize) -> candle_core::Result<Tensor>,
+    F: FnMut(usize, usize) -> std::result::Result<Tensor, E>,
+    E: std::error::Error + Send + Sync + 'static,
 {
     let mut ks = ks.to_vec();
     ks.sort_unstable();
@@ -102,7 +103,7 @@ where
     let mut start = 0;
     while start < targets.len() {
         let end = (start + batch).min(targets.len());
-        let s = score(start, end)?;
+        let s = score(start, end).map_err(|e| Error::Scorer(Box::new(e)))?;
         let dims = s.dims().to_vec();
         if dims != [end - start, n_items] {
             return Err(Error::ScoreShape { expected: (end - start, n_items), found: dims });

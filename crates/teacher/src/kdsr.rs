@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Optimizer, VarMap};
 use mmkd_features::nn::linear;
 use mmkd_features::{seeded_var_builder, LinearInit};

@@ -33,7 +33,7 @@ use mmkd_data::Csr;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_train_shape, check_users, into_step, EpochBatches, Sampler, TripleBatch};
+use crate::common::{check_train_shape, check_users, into_step, EpochBatches, Sampler};
 use crate::loss::{clip_rows, covariance_loss, CovForm};
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};

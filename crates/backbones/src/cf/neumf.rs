@@ -34,7 +34,7 @@ use mmkd_features::nn::{linear, LinearInit};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_train_shape, check_users, EpochBatches, Sampler, TripleBatch};
+use crate::common::{check_train_shape, check_users, EpochBatches, Sampler};
 use crate::loss::dropout;
 use crate::model::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use crate::{Error, Result};

@@ -304,12 +304,7 @@ impl SeqRecommender {
     /// Next-item metrics on `instances` (full ranking over all items).
     pub fn evaluate(&self, data: &SeqDataset, instances: &[SeqInstance]) -> Result<EvalResult> {
         let targets: Vec<u32> = instances.iter().map(|&i| data.target(i)).collect();
-        let score = |a: usize, b: usize| {
-            self.score_instances(data, &instances[a..b]).map_err(|e| match e {
-                Error::Candle(e) => e,
-                other => candle_core::Error::Msg(other.to_string()),
-            })
-        };
+        let score = |a: usize, b: usize| self.score_instances(data, &instances[a..b]);
         Ok(mmkd_eval::sequential::evaluate_next_item(score, &targets, self.n_items, &self.cfg.ks, self.cfg.eval_batch)?)
     }
 }
