@@ -31,7 +31,7 @@ from common import (  # noqa: E402
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from convert import NAME, convert_seq, convert_sgfd  # noqa: E402
+from convert import GENERAL_PARTS, NAME, convert_seq, convert_sgfd  # noqa: E402
 
 SEQUENTIAL = ("sasrec", "gru4rec")
 
@@ -161,7 +161,7 @@ def base_settings(model: str, table: dict, work: Path, epochs: int, seed: int) -
     else:
         out.update({
             "load_col": {"inter": ["user_id", "item_id"]},
-            "benchmark_filename": list(("train", "valid", "test")),
+            "benchmark_filename": list(GENERAL_PARTS),
             "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"},
         })
     return out
