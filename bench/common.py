@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 import tomllib
 from dataclasses import dataclass, field
@@ -305,6 +306,8 @@ def result_line(impl: str, model: str, data: Path, threads: int, epoch_secs: lis
         "epoch_secs": median,
         "batches_per_epoch": batches,
         "torch_version": torch_version,
+        # OpenMP's spin-waiting decides multi-thread timings on a loaded machine (see README).
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     out.update(extra)
     return out
