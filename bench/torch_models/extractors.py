@@ -95,9 +95,9 @@ class Sgfd(nn.Module):
         super().__init__()
         if cfg.get("teacher_mode", "joint") != "joint" or cfg.get("backbone_source", "student") != "student":
             raise ValueError("the comparator implements SGFD with a joint teacher and the student as source")
-        for key in ("shared_classifier", "classifier_width", "ld_last_modality_only"):
+        for key in ("shared_classifier", "classifier_width", "ld_last_modality_only", "detach_teacher_in_kd"):
             if cfg.get(key):
-                raise ValueError(f"sgfd.{key} (the TensorFlow reference's form) is not supported by the comparator")
+                raise ValueError(f"sgfd.{key} is not the PyTorch reference's form: the comparator does not support it")
         for key, want in (("ld_form", "l1_mean"), ("fd_form", "mse_mean"), ("row_reduction", "mean")):
             if cfg.get(key, want) != want:
                 raise ValueError(f"sgfd.{key} = {cfg[key]}: the comparator implements only {want}")
