@@ -1,0 +1,1 @@
+"""PyTorch implementations of the per-step math of our Rust backbones (timing comparators; see README)."""
