@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use mmkd_run::execute::TrainOutcome;
+use mmkd_run::execute::{SelectedOn, TrainOutcome};
 use mmkd_run::{ModelKind, Prepared, RunSpec, SeqPrepared};
 
 #[derive(Debug, Args)]
@@ -119,7 +119,7 @@ fn run_sequential(spec: &RunSpec) -> anyhow::Result<()> {
     let columns = ["hr@5", "mrr@5", "hr@20", "mrr@20", "ndcg@20"];
     println!("{:<8}{}", "split", columns.iter().map(|c| format!("{c:>10}")).collect::<String>());
     let mut rows = vec![("test", &outcome.test)];
-    if outcome.selected_on == "valid" {
+    if outcome.selected_on == SelectedOn::Valid {
         rows.insert(0, ("valid", &outcome.valid));
     }
     for (split, summary) in rows {
@@ -146,8 +146,11 @@ fn print_outcome(o: &TrainOutcome, data: &str, out: &std::path::Path) {
     );
     let columns = ["recall@20", "ndcg@20", "precision@20", "hit@20", "mrr@20", "recall@50", "ndcg@50"];
     println!("{:<8}{}", "split", columns.iter().map(|c| format!("{c:>14}")).collect::<String>());
-    let rows: &[(&str, &std::collections::BTreeMap<String, f64>)] =
-        if o.selected_on == "test" { &[("test", &o.test)] } else { &[("valid", &o.valid), ("test", &o.test)] };
+    let rows: &[(&str, &std::collections::BTreeMap<String, f64>)] = if o.selected_on == SelectedOn::Test {
+        &[("test", &o.test)]
+    } else {
+        &[("valid", &o.valid), ("test", &o.test)]
+    };
     for (name, summary) in rows {
         let values: String =
             columns.iter().map(|c| format!("{:>14.4}", summary.get(*c).copied().unwrap_or(f64::NAN))).collect();

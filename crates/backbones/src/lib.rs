@@ -23,4 +23,4 @@ pub mod train;
 pub use error::{Error, Result};
 pub use model::{Backbone, Dims, EpochCtx, EpochStats, ParamGroup, Recommender, StepLosses};
 pub use step::{fit_epoch, Optimizers};
-pub use train::{train, Evaluator, FullRanking, Protocol, Selection, TrainConfig, TrainOutcome};
+pub use train::{train, Evaluator, FullRanking, Protocol, SelectedOn, Selection, TrainConfig, TrainOutcome};

@@ -69,6 +69,35 @@ pub enum Protocol {
     Reference,
 }
 
+/// The split whose evaluation selected the reported epoch (`selected_on` in `result.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectedOn {
+    /// The validation split (holdout protocol): the test numbers are a held-out estimate.
+    Valid,
+    /// The test split itself (reference protocol): the test numbers are selected on the test set.
+    Test,
+    /// Nothing was selected (popularity, which does not train).
+    None,
+}
+
+impl SelectedOn {
+    /// `"valid"`, `"test"` or `"none"`, as in `result.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Test => "test",
+            Self::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for SelectedOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// When an evaluation counts as an improvement for early stopping (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -211,7 +240,7 @@ pub struct TrainOutcome {
     pub protocol: Protocol,
     /// The split that selected the model: `"valid"` (holdout) or `"test"` (reference protocol: the test
     /// numbers are selected on the test set, as in the authors' code, and are no held-out estimate).
-    pub selected_on: String,
+    pub selected_on: SelectedOn,
     pub criterion: String,
     /// The epoch (from 1) whose checkpoint is reported.
     pub best_epoch: usize,
@@ -239,8 +268,8 @@ pub struct TrainOutcome {
 /// How the trainer evaluates a model of type `M`: the selection split after every `eval_every`-th epoch,
 /// the test split once at the end (holdout), and which metrics exist (to check the criterion).
 pub trait Evaluator<M: ?Sized> {
-    /// The split that selects the model: `"valid"` (holdout) or `"test"` (reference protocol).
-    fn selected_on(&self) -> &'static str;
+    /// The split that selects the model: the validation split (holdout) or the test split (reference).
+    fn selected_on(&self) -> SelectedOn;
     /// The metrics an evaluation produces, e.g. `recall@20` or `hr@20`.
     fn metrics(&self) -> Vec<MetricKey>;
     /// The NDCG form behind `ndcg@K`.
@@ -282,10 +311,10 @@ impl<'a> FullRanking<'a> {
 }
 
 impl<M: Recommender + ?Sized> Evaluator<M> for FullRanking<'_> {
-    fn selected_on(&self) -> &'static str {
+    fn selected_on(&self) -> SelectedOn {
         match self.protocol {
-            Protocol::Holdout => "valid",
-            Protocol::Reference => "test",
+            Protocol::Holdout => SelectedOn::Valid,
+            Protocol::Reference => SelectedOn::Test,
         }
     }
 
@@ -491,7 +520,7 @@ pub fn train<M: Backbone + ?Sized>(
     let outcome = TrainOutcome {
         model: model.name().to_string(),
         protocol: cfg.protocol,
-        selected_on: selected_on.to_string(),
+        selected_on,
         criterion: cfg.criterion.clone(),
         best_epoch,
         epochs_run: state.epochs_done,

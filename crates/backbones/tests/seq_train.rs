@@ -290,7 +290,7 @@ fn trainer_writes_results_and_is_deterministic() -> R<()> {
                 best = best.max(v["valid"]["mrr@20"].as_f64().ok_or("mrr@20")?);
             }
             assert_eq!(o.test["mrr@20"], best);
-            assert_eq!(o.selected_on, "test");
+            assert_eq!(o.selected_on, mmkd_backbones::SelectedOn::Test);
         }
         results.push(o.test.clone());
         let _ = std::fs::remove_dir_all(&dir);

@@ -8,7 +8,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use mmkd_backbones::cf::mf::{Mf, MfConfig};
 use mmkd_backbones::cf::pop::Popularity;
-use mmkd_backbones::train::{train, training_view, FullRanking, Protocol, TrainConfig, TrainOutcome};
+use mmkd_backbones::train::{train, training_view, FullRanking, Protocol, SelectedOn, TrainConfig, TrainOutcome};
 use mmkd_backbones::{Backbone, Dims, EpochCtx, Recommender, StepLosses};
 use mmkd_data::{Dataset, Labels};
 use mmkd_eval::EvalConfig;
@@ -121,7 +121,7 @@ fn learns(with_features: bool, tag: &str) {
     let recall = out.test["recall@20"];
     // Measured: popularity 0.204; MF 0.262 without and 0.244 with the projected features.
     assert!(recall > 1.1 * pop, "MF {recall:.4} does not beat popularity {pop:.4}: {out:?}");
-    assert_eq!((out.model.as_str(), out.protocol, out.selected_on.as_str()), ("mf", Protocol::Holdout, "valid"));
+    assert_eq!((out.model.as_str(), out.protocol, out.selected_on), ("mf", Protocol::Holdout, SelectedOn::Valid));
     let metrics = metrics_without_secs(&dir);
     assert_eq!(metrics.len(), out.epochs_run);
     let first = metrics[0]["losses"]["bpr"].as_f64().unwrap();
@@ -243,7 +243,7 @@ fn holdout_selection_never_sees_the_test_split() {
             );
         } else {
             // The reference protocol selects on the test split, so the same check fails there.
-            assert_eq!(out_a.selected_on, "test");
+            assert_eq!(out_a.selected_on, SelectedOn::Test);
             assert_eq!(out_a.valid, out_a.test);
             assert_ne!(metrics_without_secs(&a), metrics_without_secs(&b));
         }
@@ -316,7 +316,7 @@ fn reference_protocol_reports_the_best_epochs_evaluation_as_logged() {
     let dir = temp_dir("reference");
     let mut model = mf(&view, None, 0);
     let out = run(&mut model, &ds, &cfg, &dir, false);
-    assert_eq!(out.selected_on, "test");
+    assert_eq!(out.selected_on, SelectedOn::Test);
     let lines = metrics_without_secs(&dir);
     let logged = &lines[out.best_epoch - 1]["valid"];
     for (k, v) in &out.test {

@@ -273,7 +273,14 @@ mod tests {
         ));
         assert!(matches!(evaluate(zeros, &train, &Csr::empty(2, 3), &cfg), Err(Error::NoTestUsers)));
         let failing = |_: &[u32]| -> candle_core::Result<Tensor> { candle_core::bail!("model exploded") };
-        assert!(matches!(evaluate(failing, &train, &test, &cfg), Err(Error::Candle(_))));
+        // The scorer's own error is kept as the source, typed.
+        match evaluate(failing, &train, &test, &cfg) {
+            Err(Error::Scorer(e)) => {
+                let inner = e.downcast_ref::<candle_core::Error>().expect("the scorer's candle error");
+                assert!(inner.to_string().contains("model exploded"), "{inner}");
+            }
+            other => panic!("expected Error::Scorer, got {other:?}"),
+        }
         let emb = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
         let items = Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap();
         assert!(matches!(evaluate_embeddings(&emb, &items, &train, &test, &cfg), Err(Error::EmbeddingShape { .. })));

@@ -14,8 +14,8 @@ use rand_chacha::ChaCha8Rng;
 
 pub use mmkd_backbones::seq::recommender::{split_instances, ModalityInit, SeqAux, SeqConfig, SeqRecommender};
 pub use mmkd_backbones::train::{
-    training_view, TrainConfig, TrainOutcome, TrainState, BEST_FILE, CHECKPOINT_FILE, METRICS_FILE, RESULT_FILE,
-    TEST_PER_USER_FILE,
+    training_view, SelectedOn, TrainConfig, TrainOutcome, TrainState, BEST_FILE, CHECKPOINT_FILE, METRICS_FILE,
+    RESULT_FILE, TEST_PER_USER_FILE,
 };
 
 use crate::config::RunConfig;

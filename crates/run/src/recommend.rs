@@ -139,7 +139,8 @@ mod tests {
     fn the_rebuilt_spec_layers_the_resolved_config_and_drops_the_flags() {
         let dir = std::env::temp_dir().join(format!("mmkd-rebuild-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut spec = RunSpec::new(ModelKind::Grcn, ExtractorKind::Sgfd("sgfd_l".into()), "/data/office");
+        let mut spec =
+            RunSpec::new(ModelKind::Grcn, ExtractorKind::Sgfd(mmkd_student_kd::SgfdPreset::SgfdL), "/data/office");
         spec.set = vec!["optim.lr=1e-2".into()];
         spec.seed = Some(4);
         spec.epochs = Some(3);

@@ -110,10 +110,9 @@ pub enum ExtractorKind {
     None,
     /// One linear layer per modality (`[projection]`).
     Vanilla,
-    /// SGFD with the named preset (`sgfd`, `sgfd_l`, …, one of `mmkd_student_kd::names()`), which becomes the
-    /// base of `[sgfd]` under the config files and `--set`. Only [`ExtractorKind::from_str`] builds it, so
-    /// the name is always a known preset.
-    Sgfd(String),
+    /// SGFD with a preset (`sgfd`, `sgfd_l`, …), which becomes the base of `[sgfd]` under the config files
+    /// and `--set`.
+    Sgfd(mmkd_student_kd::SgfdPreset),
 }
 
 impl ExtractorKind {
@@ -122,14 +121,14 @@ impl ExtractorKind {
         match self {
             Self::None => "none",
             Self::Vanilla => "vanilla",
-            Self::Sgfd(preset) => preset,
+            Self::Sgfd(preset) => preset.name(),
         }
     }
 
     /// The `[sgfd]` base of an SGFD preset, `None` for the other extractors.
     pub fn sgfd_base(&self) -> Result<Option<mmkd_student_kd::SgfdConfig>> {
         match self {
-            Self::Sgfd(preset) => Ok(Some(mmkd_student_kd::preset(preset)?)),
+            Self::Sgfd(preset) => Ok(Some(preset.config())),
             _ => Ok(None),
         }
     }
@@ -148,13 +147,15 @@ impl FromStr for ExtractorKind {
         Ok(match name {
             "none" => Self::None,
             "vanilla" => Self::Vanilla,
-            _ if mmkd_student_kd::names().contains(&name) => Self::Sgfd(name.to_string()),
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "unknown --extractor `{name}`: expected none, vanilla or an SGFD preset ({})",
-                    mmkd_student_kd::names().join(", ")
-                )))
-            }
+            _ => match name.parse::<mmkd_student_kd::SgfdPreset>() {
+                Ok(preset) => Self::Sgfd(preset),
+                Err(_) => {
+                    return Err(Error::Invalid(format!(
+                        "unknown --extractor `{name}`: expected none, vanilla or an SGFD preset ({})",
+                        mmkd_student_kd::SgfdPreset::NAMES.join(", ")
+                    )))
+                }
+            },
         })
     }
 }
@@ -242,7 +243,7 @@ mod tests {
     fn extractor_names() {
         assert_eq!("vanilla".parse::<ExtractorKind>().unwrap(), ExtractorKind::Vanilla);
         assert_eq!("none".parse::<ExtractorKind>().unwrap(), ExtractorKind::None);
-        assert_eq!("sgfd_l".parse::<ExtractorKind>().unwrap(), ExtractorKind::Sgfd("sgfd_l".into()));
+        assert_eq!("sgfd_l".parse::<ExtractorKind>().unwrap(), ExtractorKind::Sgfd(mmkd_student_kd::SgfdPreset::SgfdL));
         assert!("sgfd_x".parse::<ExtractorKind>().unwrap_err().to_string().contains("sgfd_l"));
         for name in mmkd_student_kd::names() {
             assert_eq!(name.parse::<ExtractorKind>().unwrap().name(), *name);
@@ -263,7 +264,8 @@ mod tests {
 
     #[test]
     fn specs_round_trip_through_toml_and_check_the_extractor() {
-        let mut spec = RunSpec::new(ModelKind::Grcn, ExtractorKind::Sgfd("sgfd_f".into()), "data/my office");
+        let mut spec =
+            RunSpec::new(ModelKind::Grcn, ExtractorKind::Sgfd(mmkd_student_kd::SgfdPreset::SgfdF), "data/my office");
         spec.set = vec!["optim.lr=1e-2".into()];
         spec.seed = Some(3);
         let text = toml::to_string(&spec).unwrap();

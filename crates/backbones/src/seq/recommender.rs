@@ -40,7 +40,7 @@ use crate::checkpoint::{write_json, RESULT_FILE, TEST_PER_USER_FILE};
 use crate::error::{Error, Result};
 use crate::model::{Backbone, EpochCtx, ParamGroup, StepLosses};
 use crate::seq::model::{ItemTables, SeqBatch, SeqEncoder};
-use crate::train::{Evaluator, Protocol, TrainConfig, TrainOutcome};
+use crate::train::{Evaluator, Protocol, SelectedOn, TrainConfig, TrainOutcome};
 use mmkd_nn::optim;
 
 /// Variable names of the three item tables.
@@ -405,10 +405,10 @@ impl<'a> NextItem<'a> {
 }
 
 impl Evaluator<SeqRecommender> for NextItem<'_> {
-    fn selected_on(&self) -> &'static str {
+    fn selected_on(&self) -> SelectedOn {
         match self.protocol {
-            Protocol::Holdout => "valid",
-            Protocol::Reference => "test",
+            Protocol::Holdout => SelectedOn::Valid,
+            Protocol::Reference => SelectedOn::Test,
         }
     }
 
@@ -449,7 +449,7 @@ pub fn popularity_sequential(data: &SeqDataset, ks: &[usize], out_dir: &Path, de
     let outcome = TrainOutcome {
         model: "pop".into(),
         protocol: Protocol::Holdout,
-        selected_on: "none".into(),
+        selected_on: SelectedOn::None,
         criterion: "hr@20".into(),
         best_epoch: 0,
         epochs_run: 0,
