@@ -36,7 +36,8 @@
 //! `best.safetensors` (written when the criterion improves), `checkpoint.safetensors` (weights, optimiser
 //! and trainer state after every epoch, one atomic file), `metrics.jsonl` (one JSON object per epoch:
 //! `epoch`, `lr` (and `lr_<group>` for further parameter groups), `losses`, and when evaluated `valid`
-//! (the summary), `criterion`, `improved`; then `secs`), `result.json` ([`TrainOutcome`]) and
+//! (the summary), `criterion`, `improved`; then `train_secs` (the step loop), `eval_secs` (the evaluation and
+//! the best checkpoint's write) and `secs`, their sum), `result.json` ([`TrainOutcome`]) and
 //! `test_per_user.json` (the test [`EvalResult`], per-user vectors for paired t-tests).
 
 use std::collections::BTreeMap;
@@ -409,6 +410,7 @@ pub fn train<M: Backbone + ?Sized>(
             let mut ctx = EpochCtx { epoch, rng: &mut rng, device };
             fit_epoch(model, &mut ctx, &mut optimizers)?
         };
+        let train_secs = epoch_started.elapsed().as_secs_f64();
         let mut line = serde_json::json!({ "epoch": n, "lr": lr });
         for (name, rate) in rates.iter().skip(1) {
             line[format!("lr_{name}")] = serde_json::json!(rate);
@@ -463,6 +465,8 @@ pub fn train<M: Backbone + ?Sized>(
         state.epochs_done = n;
         state.lr = lr;
         let secs = epoch_started.elapsed().as_secs_f64();
+        line["train_secs"] = serde_json::json!(train_secs);
+        line["eval_secs"] = serde_json::json!(secs - train_secs);
         line["secs"] = serde_json::json!(secs);
         tracing::info!(
             losses = %format_losses(&stats.losses),
