@@ -7,7 +7,7 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Data folder in the SGFD layout (train.csv, test.csv, …), the MMRec layout (<name>.inter, …) or the
+    /// Data folder in the SGFD layout (train.csv, test.csv, …), the MMRec layout (`<name>.inter`, …) or the
     /// sequential layout (interactions.csv, …).
     #[arg(long)]
     pub data: PathBuf,

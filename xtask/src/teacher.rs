@@ -13,7 +13,7 @@ pub struct TeacherArgs {
     /// Output folder for teacher.safetensors, teacher.toml and report.json (default `runs/<data name>/teacher`).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// A TOML file with a `PretrainConfig` (fields seed, epochs, lr, batch_size, heldout_fraction, [teacher]);
+    /// A TOML file with a `PretrainConfig` (fields seed, epochs, lr, batch_size, heldout_fraction, `[teacher]`);
     /// the library defaults apply when the file does not exist.
     #[arg(long, default_value = "configs/teacher.toml")]
     pub config: PathBuf,

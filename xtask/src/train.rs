@@ -1,5 +1,5 @@
 //! `cargo xtask train --model M --data DIR --out DIR`: the command line of a run. It converts into a
-//! [`RunSpec`], which `mmkd_run` resolves ([`mmkd_run::config`]), builds ([`mmkd_run::prepare`],
+//! [`RunSpec`], which `mmkd_run` resolves ([`mmkd_run::config`]), builds ([`mmkd_run::prepare()`],
 //! [`mmkd_run::seq`]), records in the run folder ([`mmkd_run::run_dir`]) and trains ([`mmkd_run::execute`]).
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! - [`seq`]: the sequential recommenders (MMSR, SASRec, GRU4Rec) and KDSR as their auxiliary objective.
 //!
 //! What they share: the seams ([`model`]: [`Backbone`], [`Recommender`]), the one step loop ([`step`]), the
-//! one trainer ([`train`]: protocols, selection, early stopping, resume) with its files ([`checkpoint`]), the
+//! one trainer ([`mod@train`]: protocols, selection, early stopping, resume) with its files ([`checkpoint`]), the
 //! losses ([`loss`]) and the epoch samplers ([`common`]). Sparse propagation and the optimisers live one
 //! crate lower, in `mmkd-nn`.
 

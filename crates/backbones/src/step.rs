@@ -3,7 +3,7 @@
 //!
 //! # The loop
 //! [`Backbone::begin_epoch`] plans the epoch (its draws come first from the epoch's stream); then for each
-//! step the model hands over its [`StepLosses`], the loop reads the named terms and the total (one transfer
+//! step the model hands over its [`StepLosses`](crate::StepLosses), the loop reads the named terms and the total (one transfer
 //! per step), differentiates the total, steps every group's optimiser on the same gradients, and calls
 //! [`Backbone::after_step`]. [`EpochStats`] holds the mean of every term and of `"total"` over the steps
 //! taken.

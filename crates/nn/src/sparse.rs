@@ -622,7 +622,7 @@ pub fn spmm_weighted(pattern: &SparsePattern, w: &Tensor, x: &Tensor) -> candle_
 }
 
 /// Per-edge scores `s[e] = ⟨p[rows[e]], q[cols[e]]⟩`, `(nnz,)` in edge order: `p` is `(n_rows, d)`, `q` is
-/// `(n_cols, d)`. Differentiable in both. For GRCN's GAT, `p = q = x` and the pattern of [`bidirectional_pattern`]
+/// `(n_cols, d)`. Differentiable in both. For GRCN's GAT, `p = q = x` and the pattern of [`bidirectional_pattern`](crate::graph::bidirectional_pattern)
 /// gives `⟨x_t, x_s⟩` for every edge `s → t`.
 ///
 /// Same dispatch as [`spmm`]; other devices and dtypes take [`edge_dot_gather`].

@@ -1,7 +1,7 @@
 //! Composition of a training run, between the models (`mmkd-backbones`) and the command line (`xtask`):
 //! - [`spec`]: the typed [`RunSpec`] and the registry's enums [`ModelKind`] and [`ExtractorKind`];
 //! - [`config`]: the layered configuration ([`RunConfig`]);
-//! - [`prepare`] and [`seq`]: from a spec to a built model, its configuration and its data;
+//! - [`mod@prepare`] and [`seq`]: from a spec to a built model, its configuration and its data;
 //! - [`compress`]: the sequential models' autoencoder feature compression and its cache;
 //! - [`run_dir`]: what a run folder records about itself (`config.toml`, `run.toml`);
 //! - [`execute`]: every call into the trainers, in one place;

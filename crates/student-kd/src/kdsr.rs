@@ -30,7 +30,7 @@ pub enum HolForm {
     /// never applied).
     #[default]
     Code,
-    /// Paper eq. 3 as reconstructed [RECON]: softmax of each row at temperature τ (padding columns masked
+    /// Paper eq. 3 as reconstructed \[RECON\]: softmax of each row at temperature τ (padding columns masked
     /// out), squared error per row, mean over the real rows of a sequence, mean over sequences.
     Paper,
 }
@@ -50,7 +50,7 @@ pub enum DiffForm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AtMode {
-    /// [PROPOSED] The paper's linear ramp ρ + (1 − ρ)·min(e/E, 1).
+    /// \[PROPOSED\] The paper's linear ramp ρ + (1 − ρ)·min(e/E, 1).
     #[default]
     Linear,
     /// The reference's intent (`gamma`, `schedule`): 1/γ^(#milestones still ahead), i.e. 1/4 for epochs
@@ -120,7 +120,7 @@ impl AtConfig {
 /// Names accepted by [`KdsrConfig::preset`].
 pub const PRESETS: [&str; 3] = ["code_log", "paper", "paper_ml1m"];
 
-/// KDSR's correlation distillation. Defaults are code-faithful (the [LOG] run behind Table 2); every
+/// KDSR's correlation distillation. Defaults are code-faithful (the \[LOG\] run behind Table 2); every
 /// paper-vs-code difference of spec §12 is a named switch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -650,7 +650,7 @@ pub fn holistic_loss_code(pred: &Tensor, teacher: &Tensor, pair_mask: &Tensor, t
     Ok(safe_sqrt(&sq)?.mean_all()?)
 }
 
-/// Paper-form holistic loss (eq. 3, [RECON]): per real row i, ‖softmax_j(s_ij/τ) − softmax_j(ŝ_ij/τ)‖²
+/// Paper-form holistic loss (eq. 3, \[RECON\]): per real row i, ‖softmax_j(s_ij/τ) − softmax_j(ŝ_ij/τ)‖²
 /// with the softmax over the real columns j only; mean over the real rows of each sequence, then over the
 /// b sequences. `pred` ŝ, `teacher` s, `pair_mask` M: (b, q, q); a row is real when any M_ij > 0.
 pub fn holistic_loss_paper(pred: &Tensor, teacher: &Tensor, pair_mask: &Tensor, tau: f64) -> Result<Tensor> {

@@ -11,6 +11,8 @@
 //!   item's features, `extract(Some(rows), Train)` (or [`Sgfd::aux_losses`]) the weighted losses
 //!   `("kd", λ1·L_KD)` and `("ce", λ2·L_CE)` on the step's B' rows. [`build_extractor`] also covers the
 //!   vanilla extractor (`backbone_source = none`).
+//! - [`kdsr`]: KDSR's correlation distillation for sequential models ([`kdsr::KdsrConfig`],
+//!   [`kdsr::KdsrStudent`], the holistic and dissected losses), against `mmkd_teacher::kdsr`'s targets.
 //! - [`bench`](mod@bench) ([`sgfd_step`]): one SGFD training step, timed and counted in FLOPs
 //!   (`cargo xtask bench sgfd`).
 //!

@@ -72,7 +72,7 @@
 //!
 //! # Files ([`Generated::write_sgfd`])
 //! `train.csv`, `test.csv` (`itemID,userID`, sorted by user then item), `FeatureImage_normal.npy`
-//! (f32 [items, D_v]), `FeatureText_normal.npy` (f32 [items, D_t]), `MetaData_normal.npy` (i64 [items])
+//! (f32 [items, D_v]), `FeatureText_normal.npy` (f32 [items, D_t]), `MetaData_normal.npy` (i64 \[items\])
 //! and `manifest.json` ([`Generated::manifest`]).
 
 mod generate;

@@ -45,7 +45,7 @@
 //!
 //! # Files ([`SeqGenerated::write`])
 //! `interactions.csv` (`userID,itemID,timestamp`, user by user in sequence order), `FeatureImage_normal.npy`
-//! (f32 [items, D_v]), `FeatureText_normal.npy` (f32 [items, D_t]), `MetaData_normal.npy` (i64 [items]) and
+//! (f32 [items, D_v]), `FeatureText_normal.npy` (f32 [items, D_t]), `MetaData_normal.npy` (i64 \[items\]) and
 //! `manifest.json` ([`SeqGenerated::manifest`]).
 
 use std::path::Path;

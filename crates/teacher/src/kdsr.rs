@@ -1,7 +1,7 @@
 //! KDSR's frozen correlation teacher (Hu et al., *Lightweight Modality Adaptation to Sequential
 //! Recommendation via Correlation Supervision*, ECIR'24; spec `kdsr-mmsr.md` §2.7, §3).
 //! Reference: HoldenHu/KDSR `model_corvector.py` (teacher scores and codes), `preprocess/*` (autoencoder,
-//! codebook). Deviations from it, all marked [PROPOSED] in the spec:
+//! codebook). Deviations from it, all marked \[PROPOSED\] in the spec:
 //!
 //! - [`compress`]: the Linear+Sigmoid autoencoder shuffles its batches and keeps a real copy of the best
 //!   weights (the reference iterates in array order and its "best state" is a live reference, §2.7).
@@ -52,9 +52,9 @@ pub struct AeConfig {
     pub check_every: usize,
     /// Training stops after this many consecutive checks without improvement.
     pub patience: usize,
-    /// Shuffle the items every epoch ([PROPOSED]; the reference takes them in array order).
+    /// Shuffle the items every epoch (\[PROPOSED\]; the reference takes them in array order).
     pub shuffle: bool,
-    /// Return the encoder of the best check ([PROPOSED]; the reference's "best state" is a live reference
+    /// Return the encoder of the best check (\[PROPOSED\]; the reference's "best state" is a live reference
     /// to the parameters, so it ends with the final weights).
     pub keep_best: bool,
 }
@@ -315,7 +315,7 @@ pub enum Quantiser {
     /// default and the run behind the published numbers).
     #[default]
     Kmeans,
-    /// [PROPOSED] VQ-VAE-style codebook: codewords start at randomly drawn sample vectors and follow an
+    /// \[PROPOSED\] VQ-VAE-style codebook: codewords start at randomly drawn sample vectors and follow an
     /// exponential moving average of the vectors assigned to them. Not the published method.
     Vq,
 }
@@ -731,7 +731,7 @@ fn reassign_small(
     tracing::debug!(n = small.len(), "reassigned small clusters");
 }
 
-/// [PROPOSED] EMA codebook: K distinct random sample vectors as the start, then per mini-batch
+/// \[PROPOSED\] EMA codebook: K distinct random sample vectors as the start, then per mini-batch
 /// N_k ← γN_k + (1−γ)n_k, M_k ← γM_k + (1−γ)Σ_{r→k} r, c_k = M_k / N_k (each codeword starts with a
 /// pseudo-count of one vector at itself). Stops like k-means.
 fn ema_vq(s: &Samples, cfg: &CodebookConfig, seed: u64) -> Vec<f64> {

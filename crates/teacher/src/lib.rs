@@ -9,6 +9,10 @@
 //! - [`pretrain()`]: the teacher trained on the labels alone, with held-out accuracy, saved as a checkpoint
 //!   that [`load_teacher`] reads back as constants (the frozen teacher of `student-kd`'s `pretrained` mode).
 //!
+//! - [`kdsr`]: KDSR's frozen correlation teacher (ECIR'24): the autoencoder that compresses item features
+//!   ([`kdsr::compress`]), the pair scoring functions ([`kdsr::Scoring`]), the codebook ([`kdsr::Codebook`])
+//!   and [`kdsr::KdsrTeacher`], which hands its targets to `mmkd-student-kd`'s KDSR losses.
+//!
 //! Deviations from the reference are switches of [`TeacherConfig`], with the reference behaviour as default.
 
 pub mod classifier;

@@ -13,7 +13,7 @@
 //! covariance regulariser over all rows of `[Ei; Eu]` ([`covariance_loss`]). After every optimiser step every
 //! row of both tables is scaled back into the ball of radius `clip_norm` ([`clip_rows`], `Var::set`).
 //!
-//! Defaults are the spec's [PORT] column: d = 128, margin 1.9, clip 1.0, rank weight on, covariance off
+//! Defaults are the spec's \[PORT\] column: d = 128, margin 1.9, clip 1.0, rank weight on, covariance off
 //! (λ_c = 0.1, official signed off-diagonal sum when on), W = 20 negatives, batch 1024, S-pair sampling.
 //! The spec leaves the hinge form open; the default is the paper's (every sampled triplet). On the `tiny`
 //! preset the official closest-negative form fits the train pairs almost perfectly (train Recall@20 ≈ 0.97)
@@ -49,7 +49,7 @@ pub enum MetricLossForm {
     Paper,
 }
 
-/// CML's hyper-parameters (spec §2, [PORT] column). In TOML: `[cml] embed_dim = 128, margin = 1.9,
+/// CML's hyper-parameters (spec §2, \[PORT\] column). In TOML: `[cml] embed_dim = 128, margin = 1.9,
 /// clip_norm = 1.0, use_rank_weight = true, use_cov_loss = false, n_negatives = 20`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

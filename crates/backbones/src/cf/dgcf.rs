@@ -19,7 +19,7 @@
 //! distance correlation between intent chunks of `E*` on m fresh distinct users and m distinct items
 //! ([`cor_loss`], [`distance_correlation`]) with `m = ⌊max(U, I)/(⌊|R|/B⌋ + 1)⌋` clamped to `min(U, I)`.
 //!
-//! Defaults are the spec's [PORT] column: d = 128, K = 4, T = 2, L = 1, reg 1e-3, cor 0.01, batch 1024,
+//! Defaults are the spec's \[PORT\] column: d = 128, K = 4, T = 2, L = 1, reg 1e-3, cor 0.01, batch 1024,
 //! S-int sampling, `half_sq` regulariser (official), mean pooling and adjacent intent pairs (both codes);
 //! Xavier-normal initialisation (RecBole). The paper's defaults differ only in d = 64.
 //!
@@ -70,7 +70,7 @@ pub enum CorPairs {
     All,
 }
 
-/// DGCF's hyper-parameters (spec §4, [PORT] column). In TOML: `[dgcf] embed_dim = 128, n_factors = 4,
+/// DGCF's hyper-parameters (spec §4, \[PORT\] column). In TOML: `[dgcf] embed_dim = 128, n_factors = 4,
 /// n_iterations = 2, n_layers = 1, reg_weight = 1e-3, cor_weight = 0.01`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

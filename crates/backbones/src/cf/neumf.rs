@@ -17,7 +17,7 @@
 //! matmul, the first tower layer splits into a per-user and a per-item term, and the rest of the tower runs
 //! on `(users × items)` rows in tiles.
 //!
-//! Defaults are the spec's [PORT] choice (RecBole's shape scaled to d = 128): `d_g = d_m = 128`, hidden
+//! Defaults are the spec's \[PORT\] choice (RecBole's shape scaled to d = 128): `d_g = d_m = 128`, hidden
 //! `[256, 128]`, dropout 0.1, one negative per positive (official: 4), S-int sampling, batch 1024.
 //! Initialisation as RecBole: embeddings `N(0, 0.01²)`, every `Linear` PyTorch's default `U(±1/√fan_in)`.
 //!
@@ -44,7 +44,7 @@ const EMB_STD: f64 = 0.01;
 /// Elements of the `(users·items, h_1)` activations per scoring tile.
 const SCORE_TILE: usize = 1 << 22;
 
-/// NeuMF's hyper-parameters (spec §1, [PORT]). In TOML: `[neumf] mf_embed_dim = 128, mlp_embed_dim = 128,
+/// NeuMF's hyper-parameters (spec §1, \[PORT\]). In TOML: `[neumf] mf_embed_dim = 128, mlp_embed_dim = 128,
 /// mlp_hidden = [256, 128], dropout = 0.1, n_neg = 1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

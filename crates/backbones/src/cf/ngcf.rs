@@ -19,7 +19,7 @@
 //! `mean_b softplus(−(ŷ_ui⁺ − ŷ_ui⁻)) + reg_weight · reg(E*[u], E*[i⁺], E*[i⁻])` with the `half_sq` or `norm`
 //! form of [`emb_reg`]; W and b are not regularised (weight decay belongs to the optimiser).
 //!
-//! Defaults are the spec's [PORT] column: d = 128, layers [128, 128, 128], message dropout 0.1, node (edge)
+//! Defaults are the spec's \[PORT\] column: d = 128, layers [128, 128, 128], message dropout 0.1, node (edge)
 //! dropout 0, reg 1e-5, batch 1024, sampler S-int, `half_sq` regulariser, `recbole` variant (RecBole's
 //! initialisation: Xavier-normal embeddings and weights, zero biases; `official` uses TF's Glorot-uniform for
 //! everything, biases included). The paper's defaults differ only in d = 64.
@@ -72,7 +72,7 @@ pub enum NgcfVariant {
     Official,
 }
 
-/// NGCF's hyper-parameters (spec §3, [PORT] column). In TOML: `[ngcf] embed_dim = 128,
+/// NGCF's hyper-parameters (spec §3, \[PORT\] column). In TOML: `[ngcf] embed_dim = 128,
 /// hidden_sizes = [128, 128, 128], message_dropout = 0.1, node_dropout = 0.0, reg_weight = 1e-5`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

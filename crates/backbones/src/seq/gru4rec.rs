@@ -26,7 +26,7 @@ use crate::seq::nn::{
 };
 use crate::{Error, Result};
 
-/// GRU4Rec's hyper-parameters; defaults are RecBole's (spec §5.5 [PROPOSED]). In TOML:
+/// GRU4Rec's hyper-parameters; defaults are RecBole's (spec §5.5 \[PROPOSED\]). In TOML:
 /// `[model.gru4rec] hidden_size = 128, num_layers = 1, dropout_prob = 0.3`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

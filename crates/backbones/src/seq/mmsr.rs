@@ -220,7 +220,7 @@ pub fn readout_last_sum(h: &Tensor, lens: &[usize], last_n: usize) -> Result<Ten
     Ok(s)
 }
 
-/// The paper's readout (eq. 6) as reconstructed in spec §5.3, SR-GNN style [RECON]:
+/// The paper's readout (eq. 6) as reconstructed in spec §5.3, SR-GNN style \[RECON\]:
 /// `h̄ = mean_p h_p`, `α_p = qᵀ σ(W₁ h_p + c + W₂ h̄)` over the last `k` real positions, `h_short = Σ α_p h_p`,
 /// `s = W₃ [h̄; h_short] + b₃`. Keys `w1` (with bias c), `w2`, `q`, `w3` (with bias); N(0, 0.02), biases 0.
 #[derive(Debug, Clone)]

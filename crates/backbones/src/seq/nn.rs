@@ -9,7 +9,7 @@
 //!   (ID, image, text) rows of each position for SASRec and GRU4Rec (§5.6).
 //!
 //! Every block is dtype-generic (f32 in training, f64 in the gradient checks). Dropout is on only when a
-//! `&mut ChaCha8Rng` is passed, and draws from it with [`crate::common::dropout`].
+//! `&mut ChaCha8Rng` is passed, and draws from it with [`crate::loss::dropout`].
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
@@ -418,7 +418,7 @@ impl ModalityGate {
 pub enum InputFusion {
     /// The ID embedding only (plain SASRec / GRU4Rec).
     Id,
-    /// [`ModalityGate`] over `(e^id, e^v, e^t)` of the item ([PROPOSED] in the spec for KDSR's study).
+    /// [`ModalityGate`] over `(e^id, e^v, e^t)` of the item (\[PROPOSED\] in the spec for KDSR's study).
     #[default]
     Gate,
 }

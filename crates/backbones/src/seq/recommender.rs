@@ -14,7 +14,7 @@
 //! [`SeqRecommender`] is a [`Backbone`]: it trains through the one step loop and the one trainer
 //! ([`crate::train::train`]), with [`NextItem`] as its evaluator, so sequential runs resume mid-run like the
 //! others. [`split_instances`] gives the training and selection instances of a protocol:
-//! - [`Protocol::Holdout`] (default, spec §10 [PROPOSED] honest number): a seeded `valid_frac` share of the
+//! - [`Protocol::Holdout`] (default, spec §10 \[PROPOSED\] honest number): a seeded `valid_frac` share of the
 //!   training instances is held out; the criterion (`hr@20`) on it selects the epoch with the usual patience;
 //!   the best checkpoint is then evaluated on the test instances once.
 //! - [`Protocol::Reference`] (the KDSR code): the test instances are evaluated after every epoch. With

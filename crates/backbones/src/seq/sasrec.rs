@@ -26,7 +26,7 @@ use crate::seq::nn::{
 };
 use crate::{Error, Result};
 
-/// SASRec's hyper-parameters; defaults are RecBole's (spec §5.4 [PROPOSED]). In TOML:
+/// SASRec's hyper-parameters; defaults are RecBole's (spec §5.4 \[PROPOSED\]). In TOML:
 /// `[model.sasrec] n_layers = 2, n_heads = 2, inner_size = 256, hidden_dropout_prob = 0.5, …`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! The report of a reproduction's run set, computed from the run folders only, one module per artefact:
-//! [`tables`] (the paper's tables, comparisons and claims, as Markdown), [`stats`] (means, improvements and
+//! [`mod@tables`] (the paper's tables, comparisons and claims, as Markdown), [`stats`] (means, improvements and
 //! t-tests), [`plot`] (SVG charts), [`features`] and [`tsne`] (the Fig. 4 map of item features),
-//! [`epochs`] (the curves' data). [`write`] puts them into `reports/<run set>/`: `report.md`, `results.csv`
+//! [`epochs`] (the curves' data). [`fn@write`] puts them into `reports/<run set>/`: `report.md`, `results.csv`
 //! and `results.json` (every number), `configs/<cell>.toml` (each cell's resolved configuration) and
 //! `plots/` (SVG). [`definition`] is the file a reproduction is defined by.
 
