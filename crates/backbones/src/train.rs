@@ -366,6 +366,8 @@ pub fn train<M: Backbone + ?Sized>(
     let mut state = if resume {
         resume_from(out_dir, model, &mut optimizers, cfg, device)?
     } else {
+        // A fresh run: no checkpoint of an earlier run in this folder may be resumed later.
+        remove_if_present(&out_dir.join(CHECKPOINT_FILE))?;
         write_file(&out_dir.join(METRICS_FILE), b"")?;
         TrainState {
             model: model.name().to_string(),
@@ -563,6 +565,14 @@ fn union(a: &Csr, b: &Csr) -> Csr {
     let mut pairs = a.pairs();
     pairs.extend(b.pairs());
     Csr::from_pairs(a.n_rows(), a.n_cols(), &pairs).0
+}
+
+/// Removes `path` if it exists.
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { path: path.to_path_buf(), source: e }),
+        _ => Ok(()),
+    }
 }
 
 /// `name=value` pairs with four significant digits, for the epoch log line.
